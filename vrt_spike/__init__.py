@@ -1,0 +1,1 @@
+"""VRT+Spike: spike-guided video deblurring."""
