@@ -42,7 +42,7 @@ def channel_windows(
     if not 1 <= window <= num_frames:
         raise ValueError(f"tfp_window must be in [1, {num_frames}] (spike frames per exposure), got {window}")
     centres = (edges[:-1] + edges[1:]) / 2
-    starts = np.clip(np.round(centres - window / 2).astype(np.int64), 0, num_frames - window)
+    starts = np.clip(np.floor(centres - window / 2 + 0.5).astype(np.int64), 0, num_frames - window)
     return starts, starts + window
 
 
