@@ -108,24 +108,29 @@ def test_windows_cover_every_frame(pattern_root):
 
 
 def test_upsampling_modes():
-    spike = torch.rand(2, 3, 4, 4)
+    spike = np.random.default_rng(0).random((2, 3, 4, 4), dtype=np.float32)
     near = upsample_spike(spike, (8, 8), "nearest")
-    torch.testing.assert_close(near, spike.repeat_interleave(2, -2).repeat_interleave(2, -1))
+    np.testing.assert_array_equal(near, spike.repeat(2, -2).repeat(2, -1))
     bil = upsample_spike(spike, (8, 8), "bilinear")
-    assert bil.shape == (2, 3, 8, 8) and 0 <= bil.min() and bil.max() <= 1 and not torch.equal(bil, near)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(spike), size=(8, 8), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(bil, expected.numpy())
+    assert 0 <= bil.min() and bil.max() <= 1 and not np.array_equal(bil, near)
+    # non-integer ratios (full frames only): nearest-exact source pixels
+    odd = upsample_spike(np.arange(3, dtype=np.float32).reshape(1, 1, 1, 3), (1, 5))
+    np.testing.assert_array_equal(odd[0, 0, 0], [0, 0, 1, 2, 2])
     with pytest.raises(ValueError, match="'cubic'"):
         upsample_spike(spike, (8, 8), "cubic")
 
 
 def test_nearest_crop_then_upsample_equals_upsample_then_crop():
     torch.manual_seed(0)
-    spike = torch.rand(1, 2, 10, 12)
+    spike = np.random.default_rng(1).random((1, 2, 10, 12), dtype=np.float32)
     full = upsample_spike(spike, (20, 24))
     for _ in range(10):
         box = random_crop_box((20, 24), (10, 12), 8, "x")
         y0, x0, h, w = box.rgb
         sy, sx, sh, sw = box.spike
-        torch.testing.assert_close(upsample_spike(spike[..., sy : sy + sh, sx : sx + sw], (h, w)), full[..., y0 : y0 + h, x0 : x0 + w])
+        np.testing.assert_array_equal(upsample_spike(spike[..., sy : sy + sh, sx : sx + sw], (h, w)), full[..., y0 : y0 + h, x0 : x0 + w])
 
 
 def test_scale_and_crop_errors_name_sizes():
@@ -142,7 +147,9 @@ def test_rotation_by_90_only_for_square_crops():
         torch.manual_seed(seed)
         rots.add(aug.sample(square=False).rot90)
     assert rots == {0, 2}
-    x = torch.arange(6.0).view(1, 1, 2, 3)
-    out = PairedAugment.apply(AugmentParams(rot90=1, time_reverse=True), x, x, x.expand(1, 2, 2, 3))
-    assert out[0].shape == (1, 1, 3, 2)
-    torch.testing.assert_close(out[0], torch.rot90(x, 1, (-2, -1)))
+    x = np.arange(6.0).reshape(1, 1, 2, 3)
+    spike = np.stack([x[:, 0], -x[:, 0]], axis=1)  # (1, 2, 2, 3): two time bins
+    blur, sharp, spk = PairedAugment.apply(AugmentParams(rot90=1, time_reverse=True), x, x, spike)
+    assert blur.shape == (1, 1, 3, 2)
+    np.testing.assert_array_equal(blur, np.rot90(x, 1, axes=(-2, -1)))
+    np.testing.assert_array_equal(spk[:, 0], -blur[:, 0])  # bins swapped by time reversal
