@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -298,12 +299,15 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, if_m
             f"or only synthetic clips); refusing to replace it: remove it or choose another --out"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an interrupted build
+    # Remove builds of this host that were interrupted (their process is gone); builds from other
+    # hosts sharing the filesystem are left alone.
+    host = socket.gethostname()
+    for stale in out.parent.glob(f".{out.name}.partial-{host}-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and _pid_alive(int(pid))):
             shutil.rmtree(stale, ignore_errors=True)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp = out.parent / f".{out.name}.partial-{host}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
