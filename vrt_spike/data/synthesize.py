@@ -60,8 +60,8 @@ class SynthConfig:
     gain: float = 1.0
     noise_std: float = 0.02
     objects: int = 3
-    object_speed: float = 3.0
-    camera_speed: float = 1.5
+    object_speed: float = 5.0
+    camera_speed: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("train_clips", "test_clips"):
