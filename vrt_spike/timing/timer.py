@@ -165,6 +165,7 @@ class StageTimer:
         self._handles: list[Any] = []
         self._hooked_params: set[int] = set()
         self._param_regions: list[tuple[nn.Parameter, tuple[str, ...]]] = []
+        self._region_params: dict[str, list[nn.Parameter]] = {}
         self._regions: list[Region] = []
         self._input_hooked: set[str] = set()  # regions whose end needs the input-grad hook
         self._attached = False
@@ -218,6 +219,8 @@ class StageTimer:
             for p in region.module.parameters():
                 owners.setdefault(id(p), []).append(region.backward_name)
         self._param_regions = [(p, tuple(owners[id(p)])) for p in net.parameters() if id(p) in owners]
+        self._region_params = {r.backward_name: list(r.module.parameters())
+                               for r in self._regions if r.suffix}
         self._hook_params()
         dist = torch.distributed
         self._ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -233,11 +236,8 @@ class StageTimer:
             if p.requires_grad and id(p) not in self._hooked_params:
                 self._handles.append(p.register_post_accumulate_grad_hook(partial(self._touch_end, names)))
                 self._hooked_params.add(id(p))
-        self._input_hooked = {
-            r.backward_name for r in self._regions
-            if r.suffix and not all(p.requires_grad for p in r.module.parameters())
-            or r.suffix and next(r.module.parameters(), None) is None
-        }
+        self._input_hooked = {name for name, params in self._region_params.items()
+                              if not params or not all(p.requires_grad for p in params)}
 
     def detach(self) -> None:
         """Remove every hook; keeps finished steps for a last ``collect()``."""
@@ -246,6 +246,7 @@ class StageTimer:
         self._handles.clear()
         self._hooked_params.clear()
         self._param_regions = []
+        self._region_params = {}
         self._regions = []
         self._attached = False
 
@@ -347,8 +348,9 @@ class StageTimer:
             self._spans.append(span)
 
     def _touch_end(self, names: tuple[str, ...], _tensor: torch.Tensor) -> None:
+        bwd = self._bwd
         for name in names:
-            span = self._bwd.get(name)
+            span = bwd.get(name)
             if span is not None:
                 span.t1 = self._clock.remark(span.t1)
 
@@ -438,7 +440,7 @@ class StageTimer:
 
 def _attribute(intervals: list[tuple[str, float, float, int]]) -> dict[str, float]:
     """Credit each instant to the latest-started open span and all its dotted ancestors."""
-    credit: dict[str, float] = {name: 0.0 for name, *_ in intervals}
+    owned: dict[str, float] = {name: 0.0 for name, *_ in intervals}
     events: list[tuple[float, int, int]] = []
     for i, (_, t0, t1, _) in enumerate(intervals):
         events.append((t0, 1, i))
@@ -452,12 +454,15 @@ def _attribute(intervals: list[tuple[str, float, float, int]]) -> dict[str, floa
             while active and active[0][2] in ended:
                 heapq.heappop(active)
             if active:
-                for name in ancestors(intervals[active[0][2]][0]):
-                    credit[name] = credit.get(name, 0.0) + (t - prev)
+                owned[intervals[active[0][2]][0]] += t - prev
             prev = t
         if kind == 1:
             _, t0, _, order = intervals[i]
             heapq.heappush(active, (-t0, -order, i))
         else:
             ended.add(i)
+    credit: dict[str, float] = {}
+    for name, ms in owned.items():
+        for anc in ancestors(name):
+            credit[anc] = credit.get(anc, 0.0) + ms
     return credit
