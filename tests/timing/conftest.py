@@ -234,6 +234,8 @@ def all_hooks(net: nn.Module) -> list:
     for p in net.parameters():
         found += list((p._post_accumulate_grad_hooks or {}).values())
         found += list((p._backward_hooks or {}).values())
+    glob = nn.modules.module
+    found += list(glob._global_forward_hooks.values()) + list(glob._global_forward_pre_hooks.values())
     return found
 
 
