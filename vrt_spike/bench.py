@@ -1,0 +1,332 @@
+"""Profile / benchmark CLI: step time, samples/s, memory, FLOPs/MFU and per-stage times of a preset.
+
+    python -m vrt_spike.bench model=fast bench.crop_size=256 bench.clip_len=6
+    python -m vrt_spike.bench -m model=baseline,opt,fast trainer.precision=32,bf16-mixed
+    python -m vrt_spike.bench bench.compare=benchmarks/results.jsonl
+
+Random inputs (no dataset) of `bench.batch_size` x `bench.clip_len` frames of `bench.crop_size`^2
+with `bench.num_bins` spike channels on `bench.device`. Per configuration: `bench.warmup` untimed
+and `bench.iters` timed training steps (forward, Charbonnier loss, backward, optimizer step) and
+inference forwards (`torch.inference_mode`), FLOPs of one step and one forward, MFU, and
+`bench.breakdown_steps` further steps under the StageTimer for the per-stage table. One row per
+configuration is appended to `bench.out` (CSV) and its `.jsonl` sibling, and to `bench.csv` /
+`bench.jsonl` in the Hydra run dir. A multirun (`-m`) ends with a comparison table (speedup and
+memory saving against the first configuration) printed and written to
+`<sweep dir>/comparison.{txt,csv}` by `CompareCallback`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+import platform
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vrt_spike.profiling.flops import count_flops
+from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
+from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
+from vrt_spike.profiling.report import (
+    Comparison, compare_rows, comparison_table, render_text, stage_table, summary_table,
+)
+from vrt_spike.profiling.results import append_row, read_jsonl, write_text_atomically
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_DEFORM_OPS = ("torchvision.deform_conv2d", "torchvision._deform_conv2d_backward")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to measure: input shape, loop lengths, precision and device."""
+
+    batch_size: int
+    clip_len: int
+    crop_size: int
+    num_bins: int
+    warmup: int
+    iters: int
+    breakdown_steps: int
+    precision: str
+    device: torch.device
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "clip_len", "crop_size", "num_bins", "iters"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"bench.{key} must be >= 1, got {getattr(self, key)!r}")
+        for key in ("warmup", "breakdown_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"bench.{key} must be >= 0, got {getattr(self, key)!r}")
+        compute_dtype_for(self.precision)  # validates trainer.precision
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available else cpu; otherwise a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"bench.device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+@dataclass
+class Precision:
+    """Autocast context, grad scaler and parameter/input dtype for a Lightning precision string."""
+
+    autocast: Callable[[], AbstractContextManager[Any]]
+    scaler: torch.amp.GradScaler | None
+    dtype: torch.dtype
+
+
+def precision_setup(precision: str, device: torch.device) -> Precision:
+    p = str(precision)
+    if p in ("32", "32-true"):
+        return Precision(nullcontext, None, torch.float32)
+    if p == "bf16-mixed":
+        return Precision(lambda: torch.autocast(device.type, dtype=torch.bfloat16), None,
+                         torch.float32)
+    if p == "16-mixed":
+        return Precision(lambda: torch.autocast(device.type, dtype=torch.float16),
+                         torch.amp.GradScaler(device.type), torch.float32)
+    if p == "bf16-true":
+        return Precision(nullcontext, None, torch.bfloat16)
+    if p == "16-true":
+        return Precision(nullcontext, None, torch.float16)
+    raise ValueError(f"trainer.precision: unsupported value {precision!r}")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    rgb: Tensor     # (B, T, 3, H, W)
+    spike: Tensor | None  # (B, T, K, H, W)
+    target: Tensor  # (B, T, 3, H, W)
+
+
+def random_inputs(spec: BenchSpec, dtype: torch.dtype, use_spike: bool) -> Inputs:
+    """Uniform [0, 1] RGB clip, target and spike representation on `spec.device`."""
+    shape = (spec.batch_size, spec.clip_len)
+    hw = (spec.crop_size, spec.crop_size)
+    kw = dict(device=spec.device, dtype=dtype)
+    spike = torch.rand(*shape, spec.num_bins, *hw, **kw) if use_spike else None
+    return Inputs(rgb=torch.rand(*shape, 3, *hw, **kw), spike=spike,
+                  target=torch.rand(*shape, 3, *hw, **kw))
+
+
+def _timer_region(timer: Any, name: str) -> AbstractContextManager[Any]:
+    return timer.region(name) if timer is not None else nullcontext()
+
+
+def make_train_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                    inputs: Inputs, precision: Precision) -> Callable[[Any], None]:
+    """One training step (no host synchronisation): zero grads, forward + loss, backward, step.
+
+    The returned callable takes an optional StageTimer, whose `backward` and `optimizer_step`
+    regions it opens (forward regions come from the timer's hooks on `net`).
+    """
+    def step(timer: Any = None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast():
+            out = net(inputs.rgb, inputs.spike)
+        loss = loss_fn(out.float(), inputs.target.float())
+        with _timer_region(timer, "backward"):
+            if precision.scaler is not None:
+                precision.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        with _timer_region(timer, "optimizer_step"):
+            if precision.scaler is not None:
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+            else:
+                optimizer.step()
+    return step
+
+
+def make_infer_step(net: nn.Module, inputs: Inputs, precision: Precision) -> Callable[[], None]:
+    def infer() -> None:
+        with torch.inference_mode(), precision.autocast():
+            net(inputs.rgb, inputs.spike)
+    return infer
+
+
+def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
+                    ) -> dict[str, float]:
+    """Median ms per region over `spec.breakdown_steps` steps with a StageTimer attached."""
+    if spec.breakdown_steps == 0:
+        return {}
+    from vrt_spike.timing.timer import StageTimer
+
+    timer = StageTimer(device=spec.device, enabled=True)
+    timer.attach(net)
+    try:
+        for _ in range(spec.breakdown_steps):
+            step(timer)
+            timer.end_step()
+        rows = timer.collect()
+    finally:
+        timer.detach()
+    per_region: dict[str, list[float]] = {}
+    for _step, region, ms in rows:
+        per_region.setdefault(region, []).append(float(ms))
+    return {region: float(np.median(v)) for region, v in per_region.items()}
+
+
+def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Measure `net` (already on `spec.device`) and return one result row (`results.FIELDS`).
+
+    `meta` supplies the descriptive fields: label, overrides, model, optimizer, checkpointing,
+    compile, sweep_id, job_num.
+    """
+    precision = precision_setup(spec.precision, spec.device)
+    if precision.dtype != torch.float32:
+        net.to(precision.dtype)
+    inputs = random_inputs(spec, precision.dtype, use_spike)
+    memory = PeakMemory(spec.device)
+    frames = spec.batch_size * spec.clip_len
+
+    # Inference first, before gradients and optimizer state exist, so its peak is its own.
+    net.eval()
+    infer = make_infer_step(net, inputs, precision)
+    memory.reset()
+    infer_ms = Spread.of(time_callable(infer, warmup=spec.warmup, iters=spec.iters,
+                                       device=spec.device))
+    infer_mem = memory.read()
+    infer_flops = count_flops(infer)
+
+    net.train()
+    step = make_train_step(net, optimizer, loss_fn, inputs, precision)
+    memory.reset()
+    train_ms = Spread.of(time_callable(step, warmup=spec.warmup, iters=spec.iters,
+                                       device=spec.device))
+    train_mem = memory.read()
+    train_flops = count_flops(step)
+    stage_ms = stage_breakdown(net, step, spec)
+
+    compute_dtype = compute_dtype_for(spec.precision)
+    peak = resolve_peak(spec.device, compute_dtype, spec.peak_tflops)
+    train_s, infer_s = train_ms.median / 1e3, infer_ms.median / 1e3
+    train_mfu = mfu(train_flops.total, train_s, peak.tflops)
+    infer_mfu = mfu(infer_flops.total, infer_s, peak.tflops)
+    return {
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sweep_id": meta.get("sweep_id", ""),
+        "job_num": meta.get("job_num", 0),
+        "label": meta["label"],
+        "overrides": meta.get("overrides", ""),
+        "host": socket.gethostname(),
+        "device": str(spec.device),
+        "device_name": device_description(spec.device),
+        "torch": torch.__version__,
+        "model": meta["model"],
+        "precision": spec.precision,
+        "compute_dtype": compute_dtype,
+        "optimizer": meta["optimizer"],
+        "checkpointing": meta["checkpointing"],
+        "compile": bool(meta.get("compile", False)),
+        "params": sum(p.numel() for p in net.parameters()),
+        "batch_size": spec.batch_size,
+        "clip_len": spec.clip_len,
+        "crop_size": spec.crop_size,
+        "num_bins": spec.num_bins,
+        "warmup": spec.warmup,
+        "iters": spec.iters,
+        "train_step_ms_median": train_ms.median,
+        "train_step_ms_p10": train_ms.p10,
+        "train_step_ms_p90": train_ms.p90,
+        "train_samples_per_s": spec.batch_size / train_s,
+        "train_frames_per_s": frames / train_s,
+        "infer_ms_median": infer_ms.median,
+        "infer_ms_p10": infer_ms.p10,
+        "infer_ms_p90": infer_ms.p90,
+        "infer_samples_per_s": spec.batch_size / infer_s,
+        "infer_frames_per_s": frames / infer_s,
+        "train_peak_mem_mib": train_mem / MIB,
+        "infer_peak_mem_mib": infer_mem / MIB,
+        "mem_kind": memory.kind,
+        "train_flops_per_step": train_flops.total,
+        "train_deform_flops": sum(train_flops.by_op.get(op, 0) for op in _DEFORM_OPS),
+        "infer_flops_per_forward": infer_flops.total,
+        "train_tflops_per_s": train_flops.total / train_s / 1e12,
+        "infer_tflops_per_s": infer_flops.total / infer_s / 1e12,
+        "peak_tflops": peak.tflops,
+        "peak_source": peak.source,
+        "train_mfu": train_mfu,
+        "infer_mfu": infer_mfu,
+        "stage_ms": stage_ms,
+    }
+
+
+def print_report(row: Mapping[str, Any]) -> str:
+    """Print the summary (and stage) tables; returns their plain-text rendering."""
+    tables = [summary_table(row)]
+    if row["stage_ms"]:
+        tables.append(stage_table(row["stage_ms"], row["stage_ms"].get("step")))
+    text = render_text(*tables)
+    print(text, end="", flush=True)
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparison of several rows (multirun end, or `bench.compare=<file|dir>`)
+
+def rows_under(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a `.jsonl` file, or of every `bench.jsonl` under a (sweep) directory ordered by
+    job number."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("bench.jsonl"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no bench.jsonl under this directory")
+        rows = [r for f in files for r in read_jsonl(f)]
+        return sorted(rows, key=lambda r: int(r["job_num"]))
+    if not path.exists():
+        raise FileNotFoundError(f"bench.compare: {path} does not exist")
+    return read_jsonl(path)
+
+
+def write_comparison(rows: list[dict[str, Any]], out_dir: Path | None) -> str:
+    """Print the comparison table of `rows` (first = baseline); write it to
+    `out_dir/comparison.{txt,csv}` when given. Returns the text."""
+    comparisons = compare_rows(rows)
+    kinds = {r["mem_kind"] for r in rows}
+    text = render_text(comparison_table(comparisons, "/".join(sorted(kinds))))
+    print(text, end="", flush=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(out_dir / "comparison.txt", text)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[f.name for f in dataclasses.fields(Comparison)])
+        writer.writeheader()
+        for c in comparisons:
+            writer.writerow(dataclasses.asdict(c))
+        write_text_atomically(out_dir / "comparison.csv", buf.getvalue())
+    return text
