@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.experimental.callback import Callback
 from torch import Tensor, nn
 
 from vrt_spike.profiling.flops import count_flops
@@ -330,3 +331,94 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path | None) -> str:
             writer.writerow(dataclasses.asdict(c))
         write_text_atomically(out_dir / "comparison.csv", buf.getvalue())
     return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Hydra entry point
+
+def checkpointing_summary(model_cfg: Mapping[str, Any]) -> str:
+    """Which activation-checkpoint switches of the model config are on (`off` when none):
+    every boolean key whose name starts with `use_checkpoint`, as `vrt.use_checkpoint_attn+...`."""
+    on: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                name = f"{prefix}{key}"
+                if str(key).startswith("use_checkpoint") and isinstance(value, bool):
+                    if value:
+                        on.append(name)
+                else:
+                    walk(value, name + ".")
+
+    walk(model_cfg, "")
+    return "+".join(on) if on else "off"
+
+
+def _hydra_meta(cfg: Any) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    overrides = [o for o in hc.overrides.task if not o.startswith("bench.out")]
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "label": " ".join(overrides) if overrides else f"model={choices.get('model')}",
+        "overrides": " ".join(hc.overrides.task),
+        "model": choices.get("model"),
+        "optimizer": choices.get("optim"),
+        "checkpointing": checkpointing_summary(model_cfg),
+        "compile": bool(model_cfg.get("compile", False)),
+        "sweep_id": str(Path(hc.sweep.dir).resolve()) if multirun else "",
+        "job_num": int(hc.job.num) if multirun else 0,
+        "run_dir": hc.runtime.output_dir,
+    }
+
+
+def bench_main(cfg: Any) -> float | None:
+    """Run one benchmark configuration (or, with `bench.compare`, compare stored rows).
+
+    Returns the median training step time in ms (a sweeper objective), None in compare mode.
+    """
+    b = cfg.bench
+    if b.get("compare"):
+        write_comparison(rows_under(b.compare), out_dir=None)
+        return None
+    from vrt_spike.lit.losses import CharbonnierLoss
+    from vrt_spike.lit.module import build_net
+    from vrt_spike.lit.optim import build_optimizer
+
+    meta = _hydra_meta(cfg)
+    spec = BenchSpec(
+        batch_size=int(b.batch_size), clip_len=int(b.clip_len), crop_size=int(b.crop_size),
+        num_bins=int(b.num_bins), warmup=int(b.warmup), iters=int(b.iters),
+        breakdown_steps=int(b.breakdown_steps), precision=str(cfg.trainer.precision),
+        device=resolve_device(str(b.device)),
+        peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops),
+    )
+    torch.manual_seed(int(b.seed))
+    net = build_net(cfg.model).to(spec.device)
+    optimizer = build_optimizer(net, cfg.optim)
+    use_spike = bool(cfg.model.get("use_spike", True))
+    row = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike, meta=meta)
+    print_report(row)
+    run_dir = Path(meta["run_dir"])
+    append_row(run_dir / "bench.csv", row)
+    csv_path, jsonl_path = append_row(b.out, row)
+    log.info("appended to %s and %s (and %s)", csv_path, jsonl_path, run_dir / "bench.csv")
+    return float(row["train_step_ms_median"])
+
+
+class CompareCallback(Callback):
+    """Hydra callback (`hydra.callbacks` in conf/bench.yaml): after a multirun, print and write
+    `<sweep dir>/comparison.{txt,csv}` from the jobs' `bench.jsonl` rows, ordered by job number
+    (job 0 is the baseline)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            raise FileNotFoundError(f"hydra.sweep.dir {sweep_dir} does not exist after the sweep")
+        write_comparison(rows_under(sweep_dir), out_dir=sweep_dir)
