@@ -422,3 +422,13 @@ class CompareCallback(Callback):
         if not sweep_dir.is_dir():
             raise FileNotFoundError(f"hydra.sweep.dir {sweep_dir} does not exist after the sweep")
         write_comparison(rows_under(sweep_dir), out_dir=sweep_dir)
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="bench")(bench_main)()
+
+
+if __name__ == "__main__":
+    main()
