@@ -1,11 +1,11 @@
 """Profile / benchmark CLI: step time, samples/s, memory, FLOPs/MFU and per-stage times of a preset.
 
-    python -m vrt_spike.bench model=fast bench.crop_size=256 bench.clip_len=6
+    python -m vrt_spike.bench model=fast data.crop_size=256 data.clip_len=6 data.batch_size=1
     python -m vrt_spike.bench -m model=baseline,opt,fast trainer.precision=32,bf16-mixed
     python -m vrt_spike.bench bench.compare=benchmarks/results.jsonl
 
-Random inputs (no dataset) of `bench.batch_size` x `bench.clip_len` frames of `bench.crop_size`^2
-with `bench.num_bins` spike channels on `bench.device`. Per configuration: `bench.warmup` untimed
+Random inputs (no dataset) of `data.batch_size` x `data.clip_len` frames of `data.crop_size`^2
+with `data.num_bins` spike channels on `bench.device` (the training keys, so presets apply). Per configuration: `bench.warmup` untimed
 and `bench.iters` timed training steps (forward, Charbonnier loss, backward, optimizer step) and
 inference forwards (`torch.inference_mode`), FLOPs of one step and one forward, MFU, and
 `bench.breakdown_steps` further steps under the StageTimer for the per-stage table. One row per
@@ -65,9 +65,11 @@ class BenchSpec:
     peak_tflops: float | None = None
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "clip_len", "crop_size", "num_bins", "iters"):
+        for key in ("batch_size", "clip_len", "crop_size", "num_bins"):
             if getattr(self, key) < 1:
-                raise ValueError(f"bench.{key} must be >= 1, got {getattr(self, key)!r}")
+                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.iters < 1:
+            raise ValueError(f"bench.iters must be >= 1, got {self.iters!r}")
         for key in ("warmup", "breakdown_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"bench.{key} must be >= 0, got {getattr(self, key)!r}")
@@ -393,8 +395,8 @@ def bench_main(cfg: Any) -> float | None:
 
     meta = _hydra_meta(cfg)
     spec = BenchSpec(
-        batch_size=int(b.batch_size), clip_len=int(b.clip_len), crop_size=int(b.crop_size),
-        num_bins=int(b.num_bins), warmup=int(b.warmup), iters=int(b.iters),
+        batch_size=int(cfg.data.batch_size), clip_len=int(cfg.data.clip_len),
+        crop_size=int(cfg.data.crop_size), num_bins=int(cfg.data.num_bins), warmup=int(b.warmup), iters=int(b.iters),
         breakdown_steps=int(b.breakdown_steps), precision=str(cfg.trainer.precision),
         device=resolve_device(str(b.device)),
         peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops),
