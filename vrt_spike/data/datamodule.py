@@ -1,0 +1,154 @@
+"""LightningDataModule over a GoPro-spike dataset (the embedded synthetic one by default)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vrt_spike.data import synthesize as synth
+from vrt_spike.data.dataset import SpikeDeblurDataset
+
+__all__ = ["SpikeDeblurDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class SpikeDeblurDataModule(L.LightningDataModule):
+    """Train/val/test loaders of :class:`SpikeDeblurDataset`.
+
+    ``__init__`` only stores settings (it runs in every DDP process). ``prepare_data`` (one process
+    per node) builds the synthetic dataset when ``build_if_missing`` and the spike caches when
+    ``cache``; ``setup`` (every process) indexes the splits. Under DDP Lightning wraps the loaders
+    in a ``DistributedSampler`` (shuffled for train), so each rank sees its own shard.
+
+    Args:
+        root: dataset root (GoPro-spike layout).
+        clip_len: frames per sample (T).
+        crop_size: square training crop on the RGB grid (a multiple of the RGB/spike scale).
+        num_bins: K spike channels.
+        representation: ``voxel`` or ``tfp``; ``tfp_window``: TFP window in spike frames.
+        batch_size: per device.
+        num_workers, pin_memory, persistent_workers: DataLoader settings (pin memory only with CUDA,
+            persistent workers only with ``num_workers > 0``).
+        cache: read spike representations from HDF5 caches built in ``prepare_data``.
+        cache_dir: where caches live (default ``<root>/GOPRO_Large_spike_seq/spike_vox``).
+        build_if_missing: build the synthetic dataset at ``root`` when it is missing.
+        synthetic: :class:`~vrt_spike.data.synthesize.SynthConfig` fields for that build.
+        augment: ``PairedAugment`` flags for training (``hflip``, ``vflip``, ``rot90``, ``time_reverse``).
+        spike_upsample: ``nearest`` or ``bilinear``.
+        flip_spike_rows, drop_partial_frames: ``.dat`` reading options.
+        train_stride: step between training windows; ``eval_stride``: between val/test windows
+            (default ``clip_len``: non-overlapping).
+        eval_crop_size: centre crop for val/test, or None for full frames.
+        train_split, val_split, test_split: split directory names (GoPro-spike has train/test, so
+            validation uses ``test`` unless told otherwise).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        clip_len: int = 5,
+        crop_size: int = 64,
+        num_bins: int = 8,
+        representation: str = "voxel",
+        tfp_window: int | None = None,
+        batch_size: int = 2,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        build_if_missing: bool = False,
+        synthetic: Mapping[str, Any] | None = None,
+        augment: Mapping[str, bool] | None = None,
+        spike_upsample: str = "nearest",
+        flip_spike_rows: bool = True,
+        drop_partial_frames: bool = False,
+        train_stride: int = 1,
+        eval_stride: int | None = None,
+        eval_crop_size: int | None = None,
+        train_split: str = "train",
+        val_split: str = "test",
+        test_split: str = "test",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.synth_config = synth.SynthConfig(**dict(synthetic or {}))
+        self.augment = dict(augment) if augment is not None else {"hflip": True, "vflip": True, "rot90": True, "time_reverse": False}
+        self.data_train: SpikeDeblurDataset | None = None
+        self.data_val: SpikeDeblurDataset | None = None
+        self.data_test: SpikeDeblurDataset | None = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        if not self.hparams.cache:
+            return None
+        return Path(self.hparams.cache_dir) if self.hparams.cache_dir else self.root / "GOPRO_Large_spike_seq" / "spike_vox"
+
+    def _dataset(self, split: str, train: bool) -> SpikeDeblurDataset:
+        hp = self.hparams
+        return SpikeDeblurDataset(
+            self.root,
+            split,
+            clip_len=hp.clip_len,
+            crop_size=hp.crop_size if train else hp.eval_crop_size,
+            num_bins=hp.num_bins,
+            representation=hp.representation,
+            tfp_window=hp.tfp_window,
+            augment=self.augment if train else None,
+            stride=hp.train_stride if train else (hp.eval_stride or hp.clip_len),
+            spike_upsample=hp.spike_upsample,
+            flip_spike_rows=hp.flip_spike_rows,
+            drop_partial_frames=hp.drop_partial_frames,
+            cache_dir=self.cache_dir,
+        )
+
+    def prepare_data(self) -> None:
+        """Build what is missing: the synthetic dataset, then each split's spike cache."""
+        if self.hparams.build_if_missing and (not self.root.exists() or (self.root / synth.MANIFEST).exists()):
+            if synth.synthesize(self.root, self.synth_config, if_missing=True):
+                log.info("built synthetic dataset at %s", self.root)
+        if self.hparams.cache:
+            for split in dict.fromkeys((self.hparams.train_split, self.hparams.val_split, self.hparams.test_split)):
+                self._dataset(split, train=False).build_cache()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.data_train is None:
+            self.data_train = self._dataset(self.hparams.train_split, train=True)
+        if stage in (None, "fit", "validate") and self.data_val is None:
+            self.data_val = self._dataset(self.hparams.val_split, train=False)
+        if stage in (None, "test", "predict") and self.data_test is None:
+            self.data_test = self._dataset(self.hparams.test_split, train=False)
+
+    def _loader(self, dataset: SpikeDeblurDataset | None, shuffle: bool, name: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{name} dataset not set up: call setup() first")
+        hp = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, False, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, False, "predict")

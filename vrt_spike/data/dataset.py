@@ -1,0 +1,192 @@
+"""Clips of consecutive frames from a GoPro-spike split, with per-stage loading timings."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vrt_spike.data import layout
+from vrt_spike.data.cache import CacheSpec, VoxelCache, build_cache, cache_file, cache_key
+from vrt_spike.data.representations import normalise, spike_counts
+from vrt_spike.data.spike_io import read_dat
+from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
+
+__all__ = ["SpikeDeblurDataset", "read_png"]
+
+
+def read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8; errors name the file and the expected vs actual mode/size."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, array = im.mode, np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable PNG (expected an RGB image of {size[0]}×{size[1]}): {err}") from err
+    if mode != "RGB":
+        raise ValueError(f"{path}: expected an RGB image, got mode {mode!r}")
+    if array.shape[:2] != tuple(size):
+        raise ValueError(f"{path}: expected size {size[0]}×{size[1]} like the clip's first frame, got {array.shape[0]}×{array.shape[1]}")
+    return array
+
+
+class SpikeDeblurDataset(Dataset):
+    """Samples of ``clip_len`` consecutive frames: blur, sharp and the spike representation.
+
+    A sample is a dict ``blur (T, 3, H, W)``, ``sharp (T, 3, H, W)`` float32 in [0, 1],
+    ``spike (T, K, H, W)`` float32 in [0, 1] on the RGB grid, ``clip`` (name), ``frame_start``
+    (file index of the window's first frame, before any time reversal) and ``timings``
+    (milliseconds per loading stage: ``read_png``, ``decode_spike`` + ``voxelize`` or
+    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``total``).
+
+    Args:
+        root: dataset root in the GoPro-spike layout.
+        split: ``train`` or ``test`` (a ``{split}_GT`` directory).
+        clip_len: frames per sample.
+        crop_size: square RGB crop; None for full frames. Random when ``augment`` is given,
+            centred otherwise.
+        num_bins: K channels of the spike representation.
+        representation: ``voxel`` or ``tfp``.
+        tfp_window: TFP window in spike frames (None: ``2 N / K``).
+        augment: ``PairedAugment`` keyword arguments, or None for no augmentation.
+        stride: step between window starts; the last window is aligned to the clip's end so every
+            frame is covered.
+        spike_upsample: ``nearest`` or ``bilinear`` spike-to-RGB resampling.
+        flip_spike_rows: ``.dat`` rows are stored upside down (the camera convention).
+        drop_partial_frames: drop a trailing partial spike frame with a warning instead of failing.
+        cache_dir: read counts from the HDF5 cache in this directory (built by :meth:`build_cache`).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        *,
+        clip_len: int,
+        crop_size: int | None,
+        num_bins: int,
+        representation: str = "voxel",
+        tfp_window: int | None = None,
+        augment: Mapping[str, bool] | None = None,
+        stride: int = 1,
+        spike_upsample: str = "nearest",
+        flip_spike_rows: bool = True,
+        drop_partial_frames: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if clip_len < 1:
+            raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.root, self.split = Path(root), split
+        self.clip_len, self.crop_size = clip_len, crop_size
+        self.spike_upsample = spike_upsample
+        self.augment = PairedAugment(**augment) if augment is not None else None
+        spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames)
+        self.spike_size = (spike_cfg.height, spike_cfg.width)
+        self.spec = CacheSpec(representation, num_bins, tfp_window, *self.spike_size, flip_spike_rows, drop_partial_frames)
+
+        self.samples: list[tuple[int, int]] = []
+        for i, clip in enumerate(self.clips):
+            where = str(self.root / layout.sharp_dir(split, clip.name))
+            if len(clip) < clip_len:
+                raise ValueError(f"{where}: clip shorter than clip_len: expected >= {clip_len} frames, got {len(clip)}")
+            too_few = [n for n in clip.spike_frames if n < num_bins]
+            if too_few:
+                raise ValueError(
+                    f"{clip.spike[clip.spike_frames.index(too_few[0])]}: expected >= num_bins={num_bins} spike frames, got {too_few[0]}"
+                )
+            if crop_size is not None:  # validate the geometry once, not per sample
+                center_crop_box(clip.rgb_size, self.spike_size, crop_size, where)
+            starts = list(range(0, len(clip) - clip_len + 1, stride))
+            if starts[-1] != len(clip) - clip_len:
+                starts.append(len(clip) - clip_len)
+            self.samples += [(i, s) for s in starts]
+
+        self.cache: VoxelCache | None = None
+        if cache_dir is not None:
+            key = cache_key(self.spec, self.clips)
+            self.cache = VoxelCache(cache_file(cache_dir, split, self.spec, key), key)
+
+    # ------------------------------------------------------------------ cache
+
+    def build_cache(self) -> Path:
+        """Build this dataset's cache file if it does not exist yet; returns its path."""
+        if self.cache is None:
+            raise ValueError("dataset was created without cache_dir")
+        if not self.cache.path.is_file():
+            build_cache(self.cache.path, self.spec, self.clips, self.cache.key)
+        return self.cache.path
+
+    # ------------------------------------------------------------------ samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _box(self, clip: layout.Clip, where: str) -> Box:
+        if self.crop_size is None:
+            return full_box(clip.rgb_size, self.spike_size)
+        if self.augment is not None:
+            return random_crop_box(clip.rgb_size, self.spike_size, self.crop_size, where)
+        return center_crop_box(clip.rgb_size, self.spike_size, self.crop_size, where)
+
+    def __getitem__(self, index: int) -> dict:
+        t_start = time.perf_counter()
+        clip_index, start = self.samples[index]
+        clip = self.clips[clip_index]
+        stop = start + self.clip_len
+        box = self._box(clip, str(self.root / layout.sharp_dir(self.split, clip.name)))
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        y0, x0, bh, bw = box.rgb
+        blur = np.stack([read_png(p, clip.rgb_size)[y0 : y0 + bh, x0 : x0 + bw] for p in clip.blur[start:stop]])
+        sharp = np.stack([read_png(p, clip.rgb_size)[y0 : y0 + bh, x0 : x0 + bw] for p in clip.sharp[start:stop]])
+        t1 = time.perf_counter()
+        timings["read_png"] = (t1 - t0) * 1e3
+
+        sy, sx, sh, sw = box.spike
+        if self.cache is not None:
+            spike = self.cache.read(clip.name, start, stop, box.spike)
+            t2 = time.perf_counter()
+            timings["cache_read"] = (t2 - t1) * 1e3
+        else:
+            spec = self.spec
+            bits = [
+                read_dat(p, spec.spike_h, spec.spike_w, flip=spec.flip_rows, drop_partial=spec.drop_partial)[:, sy : sy + sh, sx : sx + sw]
+                for p in clip.spike[start:stop]
+            ]
+            t_dec = time.perf_counter()
+            timings["decode_spike"] = (t_dec - t1) * 1e3
+            spike = np.stack([normalise(*spike_counts(b, spec.num_bins, spec.representation, spec.tfp_window)) for b in bits])
+            t2 = time.perf_counter()
+            timings["voxelize"] = (t2 - t_dec) * 1e3
+
+        spike_t = upsample_spike(torch.from_numpy(spike), (bh, bw), self.spike_upsample)
+        t3 = time.perf_counter()
+        timings["resample"] = (t3 - t2) * 1e3
+
+        blur_t = torch.from_numpy(blur).permute(0, 3, 1, 2).float().div_(255)
+        sharp_t = torch.from_numpy(sharp).permute(0, 3, 1, 2).float().div_(255)
+        t4 = time.perf_counter()
+        timings["to_tensor"] = (t4 - t3) * 1e3
+
+        if self.augment is not None:
+            params = self.augment.sample(square=bh == bw)
+            blur_t, sharp_t, spike_t = self.augment.apply(params, blur_t, sharp_t, spike_t)
+        t5 = time.perf_counter()
+        timings["augment"] = (t5 - t4) * 1e3
+        timings["total"] = (t5 - t_start) * 1e3
+        return {
+            "blur": blur_t,
+            "sharp": sharp_t,
+            "spike": spike_t,
+            "clip": clip.name,
+            "frame_start": start,
+            "timings": timings,
+        }
