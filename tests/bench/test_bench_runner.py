@@ -111,3 +111,19 @@ def test_checkpointing_summary_lists_switches() -> None:
            "spike_tsa": {"use_checkpoint": True}}
     assert checkpointing_summary(cfg) == "vrt.use_checkpoint_attn+spike_tsa.use_checkpoint"
     assert checkpointing_summary({"vrt": {"use_checkpoint_attn": False}}) == "off"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
+def test_cuda_row_uses_allocator_stats_events_and_peak_table(precision: str) -> None:
+    dev = torch.device("cuda")
+    net = ClipConvAttention(k=4).to(dev)
+    row = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(),
+                        _spec(precision, device=dev), use_spike=True, meta=META)
+    assert row["mem_kind"] == "cuda_max_allocated"
+    assert row["train_peak_mem_mib"] > 0 and row["infer_peak_mem_mib"] > 0
+    assert row["train_step_ms_median"] > 0
+    fwd, train = analytic_flops(2, 3, 4, 8)
+    assert row["train_flops_per_step"] == pytest.approx(train, rel=0.01)
+    if row["peak_tflops"] is not None:
+        assert 0 < row["train_mfu"] < 1 and row["peak_source"].startswith("table:")
