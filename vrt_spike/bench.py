@@ -39,9 +39,12 @@ from vrt_spike.profiling.flops import count_flops
 from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
 from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.profiling.report import (
-    Comparison, compare_rows, comparison_table, render_text, stage_table, summary_table,
+    Comparison, compare_rows, comparison_table, render_text, summary_table,
 )
 from vrt_spike.profiling.results import append_row, read_jsonl, write_text_atomically
+from vrt_spike.timing.console import render_table
+from vrt_spike.timing.table import RegionStats, TimingRow, summarize
+from vrt_spike.timing.timer import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +184,11 @@ def make_infer_step(net: nn.Module, inputs: Inputs, precision: Precision) -> Cal
 
 
 def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
-                    ) -> dict[str, float]:
-    """Median ms per region over `spec.breakdown_steps` steps with a StageTimer attached."""
+                    ) -> list[RegionStats]:
+    """Per-region statistics over `spec.breakdown_steps` steps with a StageTimer attached
+    (`vrt_spike.timing`'s summary: median, share of the step, exclusive time)."""
     if spec.breakdown_steps == 0:
-        return {}
-    from vrt_spike.timing.timer import StageTimer
-
+        return []
     timer = StageTimer(device=spec.device, enabled=True)
     timer.attach(net)
     try:
@@ -196,15 +198,18 @@ def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
         rows = timer.collect()
     finally:
         timer.detach()
-    per_region: dict[str, list[float]] = {}
-    for _step, region, ms in rows:
-        per_region.setdefault(region, []).append(float(ms))
-    return {region: float(np.median(v)) for region, v in per_region.items()}
+    return summarize(TimingRow(step=s, epoch=0, rank=0, region=r, ms=ms) for s, r, ms in rows)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    row: dict[str, Any]             # one results row (`results.FIELDS`)
+    stages: list[RegionStats]       # per-stage breakdown (empty when bench.breakdown_steps=0)
 
 
 def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Measure `net` (already on `spec.device`) and return one result row (`results.FIELDS`).
+                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any]) -> BenchResult:
+    """Measure `net` (already on `spec.device`): one result row and the per-stage breakdown.
 
     `meta` supplies the descriptive fields: label, overrides, model, optimizer, checkpointing,
     compile, sweep_id, job_num.
@@ -232,14 +237,15 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
                                        device=spec.device))
     train_mem = memory.read()
     train_flops = count_flops(step)
-    stage_ms = stage_breakdown(net, step, spec)
+    # Last: on CUDA the timer resets the allocator's peak statistics at every region.
+    stages = stage_breakdown(net, step, spec)
 
     compute_dtype = compute_dtype_for(spec.precision)
     peak = resolve_peak(spec.device, compute_dtype, spec.peak_tflops)
     train_s, infer_s = train_ms.median / 1e3, infer_ms.median / 1e3
     train_mfu = mfu(train_flops.total, train_s, peak.tflops)
     infer_mfu = mfu(infer_flops.total, infer_s, peak.tflops)
-    return {
+    row = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sweep_id": meta.get("sweep_id", ""),
         "job_num": meta.get("job_num", 0),
@@ -284,15 +290,19 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
         "peak_source": peak.source,
         "train_mfu": train_mfu,
         "infer_mfu": infer_mfu,
-        "stage_ms": stage_ms,
+        "stage_ms": {st.region: st.p50_ms for st in stages},
     }
+    return BenchResult(row=row, stages=stages)
 
 
-def print_report(row: Mapping[str, Any]) -> str:
-    """Print the summary (and stage) tables; returns their plain-text rendering."""
+def print_report(result: BenchResult, top_n: int = 12) -> str:
+    """Print the summary table and the StageTimer's top regions; returns the plain text."""
+    row = result.row
     tables = [summary_table(row)]
-    if row["stage_ms"]:
-        tables.append(stage_table(row["stage_ms"], row["stage_ms"].get("step")))
+    if result.stages:
+        steps = next(st.n for st in result.stages if st.region == "step")
+        tables.append(render_table(steps, result.stages, top_n,
+                                   samples_per_s=row["train_samples_per_s"], mfu=row["train_mfu"]))
     text = render_text(*tables)
     print(text, end="", flush=True)
     return text
@@ -396,7 +406,8 @@ def bench_main(cfg: Any) -> float | None:
     meta = _hydra_meta(cfg)
     spec = BenchSpec(
         batch_size=int(cfg.data.batch_size), clip_len=int(cfg.data.clip_len),
-        crop_size=int(cfg.data.crop_size), num_bins=int(cfg.data.num_bins), warmup=int(b.warmup), iters=int(b.iters),
+        crop_size=int(cfg.data.crop_size), num_bins=int(cfg.data.num_bins),
+        warmup=int(b.warmup), iters=int(b.iters),
         breakdown_steps=int(b.breakdown_steps), precision=str(cfg.trainer.precision),
         device=resolve_device(str(b.device)),
         peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops),
@@ -405,8 +416,10 @@ def bench_main(cfg: Any) -> float | None:
     net = build_net(cfg.model).to(spec.device)
     optimizer = build_optimizer(net, cfg.optim)
     use_spike = bool(cfg.model.get("use_spike", True))
-    row = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike, meta=meta)
-    print_report(row)
+    result = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike,
+                           meta=meta)
+    print_report(result)
+    row = result.row
     run_dir = Path(meta["run_dir"])
     append_row(run_dir / "bench.csv", row)
     csv_path, jsonl_path = append_row(b.out, row)

@@ -60,8 +60,9 @@ def _spec(precision: str = "32", **kw) -> BenchSpec:
 def test_row_complete_consistent_and_flops_match_hand_count(capsys: pytest.CaptureFixture) -> None:
     net = ClipConvAttention(k=4)
     spec = _spec(peak_tflops=0.5)
-    row = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(), spec,
-                        use_spike=True, meta=META)
+    result = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(), spec,
+                           use_spike=True, meta=META)
+    row = result.row
     assert tuple(row) == FIELDS
     blanks = [k for k, v in row.items() if v is None or v == "" or v == {}]
     assert blanks == ["sweep_id", "overrides", "stage_ms"]  # no sweep, no overrides, breakdown off
@@ -82,7 +83,7 @@ def test_row_complete_consistent_and_flops_match_hand_count(capsys: pytest.Captu
     assert row["mem_kind"].startswith("cpu_rss")
     assert row["compute_dtype"] == "tf32" or row["compute_dtype"] == "fp32"
 
-    text = print_report(row)
+    text = print_report(result)
     assert "samples/s" in text and "[p10, p90]" in text and "MFU" in text
     assert text in capsys.readouterr().out
 
@@ -91,7 +92,7 @@ def test_optimizer_steps_and_bf16_mixed_runs() -> None:
     net = ClipConvAttention(k=4)
     before = [p.detach().clone() for p in net.parameters()]
     row = run_benchmark(net, torch.optim.AdamW(net.parameters(), lr=1e-2), nn.L1Loss(),
-                        _spec("bf16-mixed"), use_spike=True, meta=META)
+                        _spec("bf16-mixed"), use_spike=True, meta=META).row
     assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
     assert row["compute_dtype"] == "bf16"
     assert row["train_mfu"] is None and "n/a on cpu" in row["peak_source"]
@@ -119,7 +120,7 @@ def test_cuda_row_uses_allocator_stats_events_and_peak_table(precision: str) -> 
     dev = torch.device("cuda")
     net = ClipConvAttention(k=4).to(dev)
     row = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(),
-                        _spec(precision, device=dev), use_spike=True, meta=META)
+                        _spec(precision, device=dev), use_spike=True, meta=META).row
     assert row["mem_kind"] == "cuda_max_allocated"
     assert row["train_peak_mem_mib"] > 0 and row["infer_peak_mem_mib"] > 0
     assert row["train_step_ms_median"] > 0

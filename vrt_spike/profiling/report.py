@@ -72,19 +72,6 @@ def summary_table(row: Mapping[str, Any]) -> Table:
     return t
 
 
-def stage_table(stage_ms: Mapping[str, float], step_ms: float | None) -> Table:
-    """Median ms per timed region and its share of the whole step, slowest first."""
-    t = Table(title="per-stage breakdown (StageTimer, median over breakdown steps)",
-              title_justify="left")
-    t.add_column("region")
-    t.add_column("median ms", justify="right")
-    t.add_column("% of step", justify="right")
-    for region, ms in sorted(stage_ms.items(), key=lambda kv: -kv[1]):
-        share = "" if not step_ms else f"{100 * ms / step_ms:.1f}"
-        _add_row(t, region, f"{ms:.2f}", share)
-    return t
-
-
 @dataclass(frozen=True)
 class Comparison:
     """One configuration against the baseline (the first row)."""
