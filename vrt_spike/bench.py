@@ -5,9 +5,9 @@
     python -m vrt_spike.bench bench.compare=benchmarks/results.jsonl
 
 Random inputs (no dataset) of `data.batch_size` x `data.clip_len` frames of `data.crop_size`^2
-with `data.num_bins` spike channels on `bench.device` (the training keys, so presets apply). Per configuration: `bench.warmup` untimed
-and `bench.iters` timed training steps (forward, Charbonnier loss, backward, optimizer step) and
-inference forwards (`torch.inference_mode`), FLOPs of one step and one forward, MFU, and
+with `data.num_bins` spike channels on `bench.device` (the training keys, so presets apply). Per configuration: `bench.warmup` untimed (the first one
+under the FLOP counter) and `bench.iters` timed training steps (forward, Charbonnier loss, backward, optimizer step) and
+inference forwards (`torch.no_grad`), FLOPs of one step and one forward, MFU, and
 `bench.breakdown_steps` further steps under the StageTimer for the per-stage table. One row per
 configuration is appended to `bench.out` (CSV) and its `.jsonl` sibling, and to `bench.csv` /
 `bench.jsonl` in the Hydra run dir. A multirun (`-m`) ends with a comparison table (speedup and
@@ -35,7 +35,7 @@ import torch
 from hydra.experimental.callback import Callback
 from torch import Tensor, nn
 
-from vrt_spike.profiling.flops import count_flops
+from vrt_spike.profiling.flops import FlopCount, count_flops
 from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
 from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.profiling.report import (
@@ -177,8 +177,10 @@ def make_train_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
 
 
 def make_infer_step(net: nn.Module, inputs: Inputs, precision: Precision) -> Callable[[], None]:
+    """One inference forward under `torch.no_grad` (not `inference_mode`: tensors a model caches
+    during inference, such as attention masks or bias indices, must stay usable in training)."""
     def infer() -> None:
-        with torch.inference_mode(), precision.autocast():
+        with torch.no_grad(), precision.autocast():
             net(inputs.rgb, inputs.spike)
     return infer
 
@@ -199,6 +201,14 @@ def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
     finally:
         timer.detach()
     return summarize(TimingRow(step=s, epoch=0, rank=0, region=r, ms=ms) for s, r, ms in rows)
+
+
+def _count_then_time(fn: Callable[[], Any], spec: BenchSpec) -> tuple[FlopCount, Spread]:
+    """FLOPs of `fn` counted on the first warm-up call (or on one extra call without warm-up),
+    then the remaining warm-up calls and `spec.iters` timed calls."""
+    flops = count_flops(fn)
+    times = time_callable(fn, warmup=max(spec.warmup - 1, 0), iters=spec.iters, device=spec.device)
+    return flops, Spread.of(times)
 
 
 @dataclass(frozen=True)
@@ -225,18 +235,14 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     net.eval()
     infer = make_infer_step(net, inputs, precision)
     memory.reset()
-    infer_ms = Spread.of(time_callable(infer, warmup=spec.warmup, iters=spec.iters,
-                                       device=spec.device))
+    infer_flops, infer_ms = _count_then_time(infer, spec)
     infer_mem = memory.read()
-    infer_flops = count_flops(infer)
 
     net.train()
     step = make_train_step(net, optimizer, loss_fn, inputs, precision)
     memory.reset()
-    train_ms = Spread.of(time_callable(step, warmup=spec.warmup, iters=spec.iters,
-                                       device=spec.device))
+    train_flops, train_ms = _count_then_time(step, spec)
     train_mem = memory.read()
-    train_flops = count_flops(step)
     # Last: on CUDA the timer resets the allocator's peak statistics at every region.
     stages = stage_breakdown(net, step, spec)
 
