@@ -1,0 +1,1 @@
+"""Pure-torch models: VRT backbone, spike branch, fusion and VRTWithSpike."""

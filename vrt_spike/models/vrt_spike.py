@@ -1,0 +1,149 @@
+"""VRTWithSpike: VRT video deblurring guided by a spike-camera stream.
+
+spike ``(B, T, K, H, W)`` -> SpikeEncoder3D -> SpikeTemporalSA -> ``[Fs1'..Fs4']``; the RGB clip
+runs through VRT and, right after each stage ``i`` in ``fuse_stages``, its feature queries
+``Fs_i'`` (MultiScaleTemporalCrossAttnFuse) through VRT's ``stage_hook``.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
+from vrt_spike.models.spike import SpikeEncoder3D, SpikeTemporalSA
+from vrt_spike.models.vrt import VRT
+from vrt_spike.models.vrt.checkpoint import load_vrt_checkpoint
+
+# VRT stages 1-4 run at 1, 1/2, 1/4, 1/8 of the input: the spike pyramid must downsample alike.
+_VRT_SPATIAL_STRIDES = [2, 2, 2]
+
+
+def _vrt_default(name: str) -> Any:
+    return inspect.signature(VRT).parameters[name].default
+
+
+class VRTWithSpike(nn.Module):
+    """VRT with spike features fused after the chosen stages 1-4.
+
+    Args:
+        vrt: official VRT keyword arguments.
+        spike_encoder / spike_tsa / fusion: keyword arguments of :class:`SpikeEncoder3D`,
+            :class:`SpikeTemporalSA`, :class:`MultiScaleTemporalCrossAttnFuse`.
+            ``channels_per_scale`` defaults to VRT's stage 1-4 widths (``embed_dims[:4]``) and
+            must equal them when given; the encoder's ``in_channels`` is ``num_bins``.
+        num_bins: K channels of the spike representation.
+        use_spike: False builds the plain backbone (no spike modules; ``spike`` is ignored).
+        fuse_stages: VRT stages (1..4) followed by a fusion block.
+    """
+
+    def __init__(
+        self,
+        vrt: Mapping[str, Any],
+        spike_encoder: Mapping[str, Any] | None = None,
+        spike_tsa: Mapping[str, Any] | None = None,
+        fusion: Mapping[str, Any] | None = None,
+        *,
+        num_bins: int,
+        use_spike: bool = True,
+        fuse_stages: Sequence[int] = (1, 2, 3, 4),
+    ) -> None:
+        super().__init__()
+        self.vrt = VRT(**dict(vrt))
+        self.use_spike = bool(use_spike)
+        self.num_bins = int(num_bins)
+        self.fuse_stages = tuple(int(s) for s in fuse_stages)
+        if not self.use_spike:
+            return
+        if self.num_bins < 1:
+            raise ValueError(f"model.num_bins must be >= 1, got {num_bins}")
+        if not self.fuse_stages:
+            raise ValueError("model.fuse_stages is empty while model.use_spike=true: nothing would use the spikes")
+
+        embed_dims = list(vrt.get("embed_dims", _vrt_default("embed_dims")))
+        channels = [int(c) for c in embed_dims[:4]]
+        modules = {"spike_encoder": dict(spike_encoder or {}), "spike_tsa": dict(spike_tsa or {}),
+                   "fusion": dict(fusion or {})}
+        for key, kwargs in modules.items():
+            given = kwargs.pop("channels_per_scale", None)
+            if given is not None and [int(c) for c in given] != channels:
+                raise ValueError(
+                    f"model.{key}.channels_per_scale={list(given)} does not match VRT's stage 1-4 widths "
+                    f"model.vrt.embed_dims[:4]={channels}; set it to {channels} or drop it (it defaults to them)")
+        enc = modules["spike_encoder"]
+        if "in_channels" in enc and int(enc["in_channels"]) != self.num_bins:
+            raise ValueError(f"model.spike_encoder.in_channels={enc['in_channels']} != model.num_bins={self.num_bins}")
+        enc.pop("in_channels", None)
+        strides = [int(s) for s in enc.get("spatial_strides", _VRT_SPATIAL_STRIDES)]
+        if strides != _VRT_SPATIAL_STRIDES:
+            raise ValueError(
+                f"model.spike_encoder.spatial_strides={strides} must be {_VRT_SPATIAL_STRIDES}: spike scales have "
+                "to sit on VRT stages 1-4 (1, 1/2, 1/4, 1/8 resolution)")
+        if "fuse_stages" in modules["fusion"]:
+            raise ValueError("set the fused stages with model.fuse_stages, not model.fusion.fuse_stages")
+
+        self.spike_encoder = SpikeEncoder3D(self.num_bins, channels, **enc)
+        self.spike_tsa = SpikeTemporalSA(channels, **modules["spike_tsa"])
+        self.fusion = MultiScaleTemporalCrossAttnFuse(channels, self.fuse_stages, **modules["fusion"])
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_inputs(self, rgb: Tensor, spike: Tensor | None) -> None:
+        if rgb.ndim != 5:
+            raise ValueError(f"rgb must be (B, T, 3, H, W), got {tuple(rgb.shape)}")
+        if spike is None:
+            raise ValueError(f"model.use_spike=true needs a spike tensor (B, T, K={self.num_bins}, H, W) "
+                             f"for rgb {tuple(rgb.shape)}, got None")
+        b, t, _, h, w = rgb.shape
+        expected = (b, t, self.num_bins, h, w)
+        if spike.ndim != 5 or tuple(spike.shape) != expected:
+            raise ValueError(f"spike must be (B, T, K, H, W) = {expected} (rgb {tuple(rgb.shape)}, "
+                             f"num_bins={self.num_bins}), got {tuple(spike.shape)}")
+
+    def forward(self, rgb: Tensor, spike: Tensor | None = None) -> Tensor:
+        """``rgb (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` in [0, 1] -> ``(B, T, 3, H, W)``."""
+        if not self.use_spike:
+            return self.vrt(rgb)
+        self._check_inputs(rgb, spike)
+        spike_feats = self.spike_tsa(self.spike_encoder(spike))
+
+        def fuse(stage: int, feat: Tensor) -> Tensor:
+            if stage not in self.fuse_stages:
+                return feat
+            return self.fusion(feat, spike_feats[stage - 1], stage=stage)
+
+        return self.vrt(rgb, stage_hook=fuse)
+
+    # ------------------------------------------------------------------ training-side switches
+
+    def load_backbone_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load an official VRT release into ``vrt`` (strict); spike modules keep their fresh init."""
+        load_vrt_checkpoint(self.vrt, path)
+
+    def spike_modules(self) -> list[nn.Module]:
+        return [self.spike_encoder, self.spike_tsa, self.fusion] if self.use_spike else []
+
+    def spike_parameters(self) -> Iterator[nn.Parameter]:
+        for module in self.spike_modules():
+            yield from module.parameters()
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Stop (or resume) gradients for every VRT parameter, like the official ``fix_iter``.
+
+        The LightningModule freezes for the first ``model.freeze_backbone_steps`` steps so the fresh
+        spike modules adapt to a pretrained backbone; gradients still flow *through* VRT to them.
+        """
+        for p in self.vrt.parameters():
+            p.requires_grad_(not frozen)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.vrt.parameters())
+
+    def set_spike_checkpointing(self, enabled: bool) -> None:
+        """Gradient checkpointing (non-reentrant) in the spike encoder, spike SA and fusion."""
+        for module in self.spike_modules():
+            module.set_checkpointing(enabled)
