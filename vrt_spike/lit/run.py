@@ -94,11 +94,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = DeblurModule(model=cfg.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.loss,
                           seed=cfg.seed, **cfg.get("module", {}))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
-    loggers: list[Logger] = _instantiate_dict(cfg.get("logger"))
     model_choice = _model_choice()
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and model_choice:
-            logger._wandb_init["tags"] = sorted({*(logger._wandb_init.get("tags") or []), f"model={model_choice}"})
+    loggers: list[Logger] = []
+    for node in (cfg.get("logger") or {}).values():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            extra = {}
+            if node._target_.endswith("WandbLogger"):  # tags from config plus the preset
+                extra["tags"] = [*(node.get("tags") or []), *([f"model={model_choice}"] if model_choice else [])]
+            loggers.append(hydra.utils.instantiate(node, **extra))
     if not loggers:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
