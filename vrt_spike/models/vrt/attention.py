@@ -1,0 +1,277 @@
+"""3-D window attention of VRT: windows, shift masks, relative position bias, mutual attention.
+
+Numbers follow the official VRT exactly (shift masks filled with -100, not -inf; the mutual
+attention reuses the top-left quarter of the shift mask; relative-position indices are sliced
+``[:N, :N]`` when a window shrinks). The fast path runs
+:func:`torch.nn.functional.scaled_dot_product_attention` once per *mask pattern*: in a shifted
+window grid only the last window along each axis sees a non-zero mask, so at most 8 patterns
+exist and each is a small ``(N, N)`` tensor shared by all windows of its group. No
+``(windows, heads, N, N)`` mask or score tensor is materialised on that path.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+AttnImpl = Literal["sdpa", "explicit"]
+SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of fully masked rows
+
+
+def get_window_size(
+    x_size: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Shrink the window (and drop the shift) along every axis the input does not exceed."""
+    window = list(window_size)
+    shift = list(shift_size)
+    for axis, size in enumerate(x_size):
+        if size <= window_size[axis]:
+            window[axis] = size
+            shift[axis] = 0
+    return (window[0], window[1], window[2]), (shift[0], shift[1], shift[2])
+
+
+def window_partition(x: Tensor, window: tuple[int, int, int]) -> Tensor:
+    """``(B, D, H, W, C) -> (B * nW, Wd * Wh * Ww, C)``, windows ordered (b, d, h, w)."""
+    wd, wh, ww = window
+    return rearrange(x, "b (d wd) (h wh) (w ww) c -> (b d h w) (wd wh ww) c", wd=wd, wh=wh, ww=ww)
+
+
+def window_reverse(windows: Tensor, window: tuple[int, int, int], b: int, d: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, N, C) -> (B, D, H, W, C)``."""
+    wd, wh, ww = window
+    return rearrange(
+        windows, "(b d h w) (wd wh ww) c -> b (d wd) (h wh) (w ww) c",
+        b=b, d=d // wd, h=h // wh, w=w // ww, wd=wd, wh=wh, ww=ww,
+    )
+
+
+def relative_position_index(window: tuple[int, int, int]) -> Tensor:
+    """``(N, N)`` index into the ``(2Wd-1)(2Wh-1)(2Ww-1)`` bias table for every token pair."""
+    coords = torch.stack(torch.meshgrid(*(torch.arange(s) for s in window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3)
+    rel = rel + torch.tensor([s - 1 for s in window])
+    strides = torch.tensor([(2 * window[1] - 1) * (2 * window[2] - 1), 2 * window[2] - 1, 1])
+    return (rel * strides).sum(-1)
+
+
+def sine_position_encoding(hw: tuple[int, int], num_pos_feats: int, temperature: float = 10000.0) -> Tensor:
+    """Normalised 2-D sine encoding (DETR style) of an ``(H, W)`` window: ``(1, H * W, 2 * num_pos_feats)``."""
+    scale, eps = 2 * math.pi, 1e-6
+    ones = torch.ones(1, hw[0], hw[1])
+    y_embed = ones.cumsum(1, dtype=torch.float32)
+    x_embed = ones.cumsum(2, dtype=torch.float32)
+    y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
+    x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32)
+    dim_t = temperature ** (2 * (dim_t // 2) / num_pos_feats)
+    pos_x = x_embed[..., None] / dim_t
+    pos_y = y_embed[..., None] / dim_t
+    pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+    pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+    return torch.cat((pos_y, pos_x), dim=3).flatten(1, 2).contiguous()
+
+
+def _axis_regions(window: int, shift: int, last: bool) -> Tensor:
+    """Region id of each in-window position along one axis (0: untouched, 1/2: the two shifted parts)."""
+    regions = torch.zeros(window, dtype=torch.long)
+    if last and shift > 0:
+        regions[window - shift:] = 2
+        regions[: window - shift] = 1
+    elif last:
+        regions[:] = 2
+    return regions
+
+
+@lru_cache(maxsize=256)
+def shift_mask_pattern(
+    window: tuple[int, int, int], shift: tuple[int, int, int], last: tuple[bool, bool, bool], device: torch.device
+) -> Tensor:
+    """``(N, N)`` additive mask (0 / -100) of one window, given whether it is last along d, h, w."""
+    rd, rh, rw = (_axis_regions(window[a], shift[a], last[a]) for a in range(3))
+    ids = (rd[:, None, None] * 9 + rh[None, :, None] * 3 + rw[None, None, :]).flatten()
+    mask = torch.zeros(ids.numel(), ids.numel())
+    mask.masked_fill_(ids[None, :] != ids[:, None], SHIFT_MASK_FILL)
+    return mask.to(device)
+
+
+@lru_cache(maxsize=64)
+def full_shift_mask(
+    grid: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int], device: torch.device
+) -> Tensor:
+    """``(nW, N, N)`` mask of every window of a ``grid`` of windows (explicit-softmax reference path)."""
+    rows = [
+        shift_mask_pattern(window, shift, (i == grid[0] - 1, j == grid[1] - 1, k == grid[2] - 1), device)
+        for i, j, k in itertools.product(range(grid[0]), range(grid[1]), range(grid[2]))
+    ]
+    return torch.stack(rows)
+
+
+@dataclass(frozen=True)
+class ShiftedWindows:
+    """Window grid of a shifted-window layer: what the masks depend on."""
+
+    grid: tuple[int, int, int]  # windows along d, h, w (per batch element)
+    window: tuple[int, int, int]
+    shift: tuple[int, int, int]
+
+    def groups(self) -> list[tuple[tuple[slice, slice, slice], tuple[bool, bool, bool]]]:
+        """Split the grid into at most 8 blocks of windows sharing one mask pattern."""
+        per_axis = []
+        for n, s in zip(self.grid, self.shift):
+            if s == 0:
+                per_axis.append([(slice(None), n == 1)])  # the pattern is uniform along this axis
+            else:
+                parts = [(slice(0, n - 1), False)] if n > 1 else []
+                per_axis.append(parts + [(slice(n - 1, n), True)])
+        return [
+            ((a[0], b[0], c[0]), (a[1], b[1], c[1])) for a, b, c in itertools.product(*per_axis)
+        ]
+
+
+def padded_sdpa(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float, head_dim_multiple: int | None
+) -> Tensor:
+    """SDPA that zero-pads the head dim to ``head_dim_multiple`` (fused fp16/bf16 kernels need %8).
+
+    Zero columns add nothing to ``q @ k^T`` and the padded value columns are cut off again, so the
+    result equals the unpadded one; ``scale`` stays ``1/sqrt(true head dim)``.
+    """
+    head_dim = q.shape[-1]
+    pad = 0 if not head_dim_multiple else (-head_dim) % head_dim_multiple
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    return out[..., :head_dim] if pad else out
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self attention in 3-D windows, plus mutual attention between the two frames.
+
+    Args:
+        dim: channels C.
+        window_size: ``(Wd, Wh, Ww)`` of the full window (bias table and sine encoding size).
+        num_heads: heads; head dim ``C // num_heads``.
+        qkv_bias: bias of the q/k/v projections.
+        qk_scale: overrides ``head_dim ** -0.5``.
+        mut_attn: add mutual attention (frame 1 <-> frame 2 of a 2-frame window).
+        attn_impl: ``"sdpa"`` (fused kernels) or ``"explicit"`` (softmax of the full score tensor,
+            as the official code does).
+
+    Input ``(B * nW, N, C)`` -> output ``(B * nW, N, C)``.
+    """
+
+    head_dim_multiple: int | None = None  # None: pad to 8 for fp16/bf16 on CUDA, else no padding
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: tuple[int, int, int],
+        num_heads: int,
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        mut_attn: bool = True,
+        attn_impl: AttnImpl = "sdpa",
+    ) -> None:
+        super().__init__()
+        if attn_impl not in ("sdpa", "explicit"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {attn_impl!r}")
+        self.dim = dim
+        self.window_size = tuple(window_size)
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.mut_attn = mut_attn
+        self.attn_impl: AttnImpl = attn_impl
+
+        num_rel = (2 * window_size[0] - 1) * (2 * window_size[1] - 1) * (2 * window_size[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(num_rel, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size))
+        self.qkv_self = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(2 * dim if mut_attn else dim, dim)
+        if mut_attn:
+            self.register_buffer("position_bias", sine_position_encoding(self.window_size[1:], dim // 2))
+            self.qkv_mut = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self._index_cache: dict[tuple[int, torch.device], Tensor] = {}
+
+    def forward(self, x: Tensor, windows: ShiftedWindows | None = None) -> Tensor:
+        b_, n, c = x.shape
+        q, k, v = rearrange(self.qkv_self(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        out = self._attend(q, k, v, windows, self._relative_bias(n), n)
+        if self.mut_attn:
+            qkv = self.qkv_mut(x + self.position_bias.repeat(1, 2, 1))
+            q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+            (q1, q2), (k1, k2), (v1, v2) = q.chunk(2, dim=2), k.chunk(2, dim=2), v.chunk(2, dim=2)
+            frame1_aligned = self._attend(q2, k1, v1, windows, None, n // 2)
+            frame2_aligned = self._attend(q1, k2, v2, windows, None, n // 2)
+            out = torch.cat([torch.cat([frame1_aligned, frame2_aligned], 1), out], 2)
+        return self.proj(out)
+
+    def _relative_bias(self, n: int) -> Tensor:
+        """``(1, nH, N, N)`` relative position bias of the first ``n`` tokens (official slicing)."""
+        key = (n, self.relative_position_index.device)
+        index = self._index_cache.get(key)
+        if index is None:
+            index = self.relative_position_index[:n, :n].reshape(-1).clone()
+            self._index_cache[key] = index
+        bias = self.relative_position_bias_table[index].view(n, n, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
+    ) -> Tensor:
+        """Attention of ``(B * nW, nH, n, d)`` tensors -> ``(B * nW, n, nH * d)``."""
+        if self.attn_impl == "explicit":
+            out = self._explicit(q, k, v, windows, bias, n)
+        else:
+            out = self._sdpa(q, k, v, windows, bias, n)
+        return rearrange(out, "b h n d -> b n (h d)")
+
+    def _explicit(
+        self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
+    ) -> Tensor:
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            attn = attn + bias
+        if windows is not None:
+            mask = full_shift_mask(windows.grid, windows.window, windows.shift, q.device)[:, :n, :n]
+            nw = mask.shape[0]
+            attn = attn.view(-1, nw, self.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
+            attn = attn.view(-1, self.num_heads, n, n)
+        return attn.softmax(dim=-1) @ v
+
+    def _sdpa(
+        self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
+    ) -> Tensor:
+        multiple = self.head_dim_multiple
+        if multiple is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+            multiple = 8
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        if windows is None:
+            return padded_sdpa(q, k, v, bias, self.scale, multiple)
+
+        grid_shape = (-1, *windows.grid, *q.shape[1:])
+        qg, kg, vg = (t.reshape(grid_shape) for t in (q, k, v))  # (B, nWd, nWh, nWw, nH, n, d)
+        parts = []
+        for index, last in windows.groups():
+            mask = shift_mask_pattern(windows.window, windows.shift, last, q.device)[:n, :n].to(q.dtype)
+            attn_mask = mask if bias is None else bias + mask
+            sel = (slice(None), *index)
+            block = padded_sdpa(
+                *(t[sel].reshape(-1, *q.shape[1:]) for t in (qg, kg, vg)), attn_mask, self.scale, multiple
+            )
+            parts.append((sel, block.view(*qg[sel].shape[:4], *block.shape[1:])))
+        if len(parts) == 1:
+            return parts[0][1].reshape(q.shape[0], *parts[0][1].shape[4:])
+        out = qg.new_empty(qg.shape[:-1] + (v.shape[-1],))
+        for sel, block in parts:
+            out[sel] = block
+        return out.view(q.shape[0], *out.shape[4:])
