@@ -1,0 +1,223 @@
+"""The on-disk timing table of a run: long rows plus a per-region summary, written atomically.
+
+Layout under ``<run_dir>/timing/``:
+
+- ``rows/part-<NNNNNN>.csv`` -- one file per logging interval, columns :data:`COLUMNS`
+  (``step`` is the 0-based training-batch index of the fit, ``rank`` the process rank,
+  ``peak_mem_mib`` empty where not measured);
+- ``summary.csv`` -- one line per region, columns :data:`SUMMARY_COLUMNS`;
+- ``meta.json`` -- run facts (world size, batch size, samples/s, MFU, device, interval).
+
+Every file is written to a temporary name and moved into place with ``os.replace``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrt_spike.timing.regions import parent
+
+COLUMNS = ("step", "epoch", "rank", "region", "ms", "peak_mem_mib")
+SUMMARY_COLUMNS = ("region", "n", "mean_ms", "p50_ms", "p90_ms", "min_ms", "max_ms",
+                   "share_of_step", "self_ms", "self_share", "peak_mem_mib")
+TIMING_DIR = "timing"
+# `data.<stage>` rows are the Dataset's per-sample stages summed over a batch: worker time,
+# which may run in parallel with the step, so they are not nested inside `data`.
+WORKER_PREFIX = "data."
+
+
+@dataclass(frozen=True)
+class TimingRow:
+    step: int
+    epoch: int
+    rank: int
+    region: str
+    ms: float
+    peak_mem_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class RegionStats:
+    region: str
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    share_of_step: float  # total ms of the region / total ms of `step`
+    self_ms: float  # mean minus the means of its nested children (exclusive time)
+    self_share: float
+    peak_mem_mib: float | None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def timing_dir(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/timing``, or `run_dir` itself when it already is a timing directory."""
+    run = Path(run_dir)
+    if (run / "rows").is_dir() or (run / "summary.csv").is_file():
+        return run
+    return run / TIMING_DIR
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.6g}"
+
+
+def write_rows(tdir: Path, rows: Sequence[TimingRow], part: int) -> Path:
+    """Write one interval's rows as ``rows/part-<part>.csv``; returns the path."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow((r.step, r.epoch, r.rank, r.region, _fmt(r.ms), _fmt(r.peak_mem_mib)))
+    path = Path(tdir) / "rows" / f"part-{part:06d}.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def _parse_float(text: str, path: Path, line: int, col: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}:{line}: column '{col}' expects a number, got {text!r}") from None
+
+
+def read_rows(run_dir: str | os.PathLike) -> list[TimingRow]:
+    """All rows of a run (a run dir or its timing dir), in part order."""
+    tdir = timing_dir(run_dir)
+    parts = sorted((tdir / "rows").glob("part-*.csv"))
+    if not parts:
+        raise FileNotFoundError(
+            f"no timing rows under {tdir / 'rows'} (expected part-*.csv written by TimingCallback)")
+    rows: list[TimingRow] = []
+    for path in parts:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = tuple(next(reader, ()))
+            if header != COLUMNS:
+                raise ValueError(f"{path}: header {list(header)} != expected {list(COLUMNS)}")
+            for line, rec in enumerate(reader, start=2):
+                if len(rec) != len(COLUMNS):
+                    raise ValueError(f"{path}:{line}: expected {len(COLUMNS)} fields, got {len(rec)}")
+                step, epoch, rank = (int(_parse_float(rec[i], path, line, COLUMNS[i])) for i in range(3))
+                ms = _parse_float(rec[4], path, line, "ms")
+                peak = _parse_float(rec[5], path, line, "peak_mem_mib") if rec[5] else None
+                rows.append(TimingRow(step, epoch, rank, rec[3], ms, peak))
+    return rows
+
+
+class SummaryAccumulator:
+    """Running per-region values (compact arrays) from which the summary is computed."""
+
+    def __init__(self, warmup: int = 0) -> None:
+        self.warmup = warmup
+        self._ms: dict[str, array] = {}
+        self._peak: dict[str, float] = {}
+
+    def add(self, rows: Iterable[TimingRow]) -> None:
+        for r in rows:
+            if r.step < self.warmup:
+                continue
+            self._ms.setdefault(r.region, array("d")).append(r.ms)
+            if r.peak_mem_mib is not None:
+                self._peak[r.region] = max(self._peak.get(r.region, 0.0), r.peak_mem_mib)
+
+    def __len__(self) -> int:
+        return len(self._ms.get("step", ()))
+
+    def summary(self) -> list[RegionStats]:
+        """Stats per region, ordered by mean time, largest first (``step`` first)."""
+        step_total = float(np.sum(self._ms["step"])) if "step" in self._ms else 0.0
+        n_steps = len(self._ms.get("step", ()))
+        totals = {name: float(np.sum(v)) for name, v in self._ms.items()}
+        child_total: dict[str, float] = {}
+        for name, total in totals.items():
+            par = parent(name)
+            if par is not None and not name.startswith(WORKER_PREFIX):
+                child_total[par] = child_total.get(par, 0.0) + total
+        stats = []
+        for name, values in self._ms.items():
+            v = np.asarray(values)
+            self_total = totals[name] - child_total.get(name, 0.0) if name != "step" else totals[name]
+            # Per-step means: a region may be absent from some steps (no optimizer step while
+            # accumulating gradients), so exclusive time is averaged over all steps.
+            denom = n_steps if n_steps else len(v)
+            stats.append(RegionStats(
+                region=name, n=len(v), mean_ms=float(v.mean()),
+                p50_ms=float(np.percentile(v, 50)), p90_ms=float(np.percentile(v, 90)),
+                min_ms=float(v.min()), max_ms=float(v.max()),
+                share_of_step=totals[name] / step_total if step_total else float("nan"),
+                self_ms=max(self_total, 0.0) / denom,
+                self_share=max(self_total, 0.0) / step_total if step_total else float("nan"),
+                peak_mem_mib=self._peak.get(name),
+            ))
+        stats.sort(key=lambda s: (s.region != "step", -s.mean_ms, s.region))
+        return stats
+
+
+def summarize(rows: Iterable[TimingRow], warmup: int = 0) -> list[RegionStats]:
+    acc = SummaryAccumulator(warmup)
+    acc.add(rows)
+    return acc.summary()
+
+
+def write_summary(tdir: Path, stats: Sequence[RegionStats]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    for s in stats:
+        w.writerow((s.region, s.n, *(_fmt(getattr(s, c)) for c in SUMMARY_COLUMNS[2:])))
+    path = Path(tdir) / "summary.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_summary(run_dir: str | os.PathLike) -> list[RegionStats]:
+    path = timing_dir(run_dir) / "summary.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = tuple(next(reader, ()))
+        if header != SUMMARY_COLUMNS:
+            raise ValueError(f"{path}: header {list(header)} != expected {list(SUMMARY_COLUMNS)}")
+        out = []
+        for line, rec in enumerate(reader, start=2):
+            vals = [_parse_float(x, path, line, c) if x else None
+                    for x, c in zip(rec[2:], SUMMARY_COLUMNS[2:])]
+            out.append(RegionStats(rec[0], int(rec[1]), *vals))
+    return out
+
+
+def write_meta(tdir: Path, meta: dict[str, Any]) -> Path:
+    path = Path(tdir) / "meta.json"
+    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = timing_dir(run_dir) / "meta.json"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
