@@ -84,7 +84,7 @@ class SynthConfig:
 
 
 def _pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5, indexing="ij")
     return xs, ys
 
 
@@ -154,7 +154,7 @@ def render_clip(cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Render one clip's sub-frames: ``(frames * sub_frames, 3, H, W)`` float32 in [0, 1]."""
     h, w = cfg.height, cfg.width
     n = cfg.frames * cfg.sub_frames
-    t = torch.arange(n, dtype=torch.float64)
+    t = torch.arange(n, dtype=torch.float32)
     xs, ys = _pixel_grid(h, w)
 
     # Camera: a smooth path over a background texture twice the frame size.
@@ -216,8 +216,9 @@ def _write_clip(root: Path, split: str, name: str, cfg: SynthConfig, rng: np.ran
     for i in range(cfg.frames):
         blur, sharp = blur_and_sharp(sub[i * cfg.sub_frames : (i + 1) * cfg.sub_frames])
         stem = f"{i:06d}"
-        Image.fromarray(_to_uint8(blur)).save(blur_dir / f"{stem}.png")
-        Image.fromarray(_to_uint8(sharp)).save(sharp_dir / f"{stem}.png")
+        # Fast zlib level: 4x quicker to write than the default, and quicker to decode.
+        Image.fromarray(_to_uint8(blur)).save(blur_dir / f"{stem}.png", compress_level=1)
+        Image.fromarray(_to_uint8(sharp)).save(sharp_dir / f"{stem}.png", compress_level=1)
         write_dat(spike_dir / f"{stem}.dat", spikes[i * per_frame : (i + 1) * per_frame])
 
 
