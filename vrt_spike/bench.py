@@ -150,7 +150,7 @@ def _timer_region(timer: Any, name: str) -> AbstractContextManager[Any]:
     return timer.region(name) if timer is not None else nullcontext()
 
 
-def make_train_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+def make_train_step(net: Callable[..., Tensor], optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                     inputs: Inputs, precision: Precision) -> Callable[[Any], None]:
     """One training step (no host synchronisation): zero grads, forward + loss, backward, step.
 
@@ -176,7 +176,7 @@ def make_train_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
     return step
 
 
-def make_infer_step(net: nn.Module, inputs: Inputs, precision: Precision) -> Callable[[], None]:
+def make_infer_step(net: Callable[..., Tensor], inputs: Inputs, precision: Precision) -> Callable[[], None]:
     """One inference forward under `torch.no_grad` (not `inference_mode`: tensors a model caches
     during inference, such as attention masks or bias indices, must stay usable in training)."""
     def infer() -> None:
@@ -203,12 +203,16 @@ def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
     return summarize(TimingRow(step=s, epoch=0, rank=0, region=r, ms=ms) for s, r, ms in rows)
 
 
-def _count_then_time(fn: Callable[[], Any], spec: BenchSpec) -> tuple[FlopCount, Spread]:
-    """FLOPs of `fn` counted on the first warm-up call (or on one extra call without warm-up),
-    then the remaining warm-up calls and `spec.iters` timed calls."""
-    flops = count_flops(fn)
-    times = time_callable(fn, warmup=max(spec.warmup - 1, 0), iters=spec.iters, device=spec.device)
-    return flops, Spread.of(times)
+def _count_then_time(eager: Callable[[], Any], timed: Callable[[], Any], spec: BenchSpec
+                     ) -> tuple[FlopCount, Spread]:
+    """FLOPs counted on one `eager` call, then `timed` warmed up and timed.
+
+    Without compilation `eager is timed` and the counted call is the first warm-up call; a
+    compiled `timed` gets all `spec.warmup` calls (compilation happens there)."""
+    flops = count_flops(eager)
+    warmup = max(spec.warmup - 1, 0) if eager is timed else spec.warmup
+    return flops, Spread.of(time_callable(timed, warmup=warmup, iters=spec.iters,
+                                          device=spec.device))
 
 
 @dataclass(frozen=True)
@@ -218,11 +222,16 @@ class BenchResult:
 
 
 def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any]) -> BenchResult:
+                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any],
+                  compile: bool = False) -> BenchResult:
     """Measure `net` (already on `spec.device`): one result row and the per-stage breakdown.
 
+    `compile` times `torch.compile(net)` (as the LightningModule runs it with `model.compile`);
+    FLOPs are counted and the per-stage breakdown is taken on the eager `net` (the same
+    arithmetic; compiled graphs would fuse across the timer's hooks).
+
     `meta` supplies the descriptive fields: label, overrides, model, optimizer, checkpointing,
-    compile, sweep_id, job_num.
+    sweep_id, job_num.
     """
     precision = precision_setup(spec.precision, spec.device)
     if precision.dtype != torch.float32:
@@ -232,16 +241,19 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     frames = spec.batch_size * spec.clip_len
 
     # Inference first, before gradients and optimizer state exist, so its peak is its own.
+    forward = torch.compile(net) if compile else net
     net.eval()
     infer = make_infer_step(net, inputs, precision)
+    infer_timed = make_infer_step(forward, inputs, precision) if compile else infer
     memory.reset()
-    infer_flops, infer_ms = _count_then_time(infer, spec)
+    infer_flops, infer_ms = _count_then_time(infer, infer_timed, spec)
     infer_mem = memory.read()
 
     net.train()
     step = make_train_step(net, optimizer, loss_fn, inputs, precision)
+    step_timed = make_train_step(forward, optimizer, loss_fn, inputs, precision) if compile else step
     memory.reset()
-    train_flops, train_ms = _count_then_time(step, spec)
+    train_flops, train_ms = _count_then_time(step, step_timed, spec)
     train_mem = memory.read()
     # Last: on CUDA the timer resets the allocator's peak statistics at every region.
     stages = stage_breakdown(net, step, spec)
@@ -266,7 +278,7 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
         "compute_dtype": compute_dtype,
         "optimizer": meta["optimizer"],
         "checkpointing": meta["checkpointing"],
-        "compile": bool(meta.get("compile", False)),
+        "compile": compile,
         "params": sum(p.numel() for p in net.parameters()),
         "batch_size": spec.batch_size,
         "clip_len": spec.clip_len,
@@ -380,7 +392,8 @@ def _hydra_meta(cfg: Any) -> dict[str, Any]:
 
     hc = HydraConfig.get()
     choices = hc.runtime.choices
-    overrides = [o for o in hc.overrides.task if not o.startswith("bench.out")]
+    # The label names the configuration: overrides of the model, optimizer, precision, shape.
+    overrides = [o for o in hc.overrides.task if not o.startswith(("bench.", "hydra."))]
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     multirun = hc.mode == RunMode.MULTIRUN
     return {
@@ -423,7 +436,7 @@ def bench_main(cfg: Any) -> float | None:
     optimizer = build_optimizer(net, cfg.optim)
     use_spike = bool(cfg.model.get("use_spike", True))
     result = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike,
-                           meta=meta)
+                           meta=meta, compile=meta["compile"])
     print_report(result)
     row = result.row
     run_dir = Path(meta["run_dir"])
