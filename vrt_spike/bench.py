@@ -385,16 +385,43 @@ def checkpointing_summary(model_cfg: Mapping[str, Any]) -> str:
     return "+".join(on) if on else "off"
 
 
-def _hydra_meta(cfg: Any) -> dict[str, Any]:
+def set_checkpointing(model_cfg: dict[str, Any], on: bool) -> dict[str, Any]:
+    """A copy of `model_cfg` with every boolean `use_checkpoint*` switch set to `on` (the
+    `no_checkpoint_*_blocks` exceptions of VRT stay as configured)."""
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (on if str(k).startswith("use_checkpoint") and isinstance(v, bool)
+                        else walk(v)) for k, v in node.items()}
+        return node
+    return walk(model_cfg)
+
+
+# bench.* keys that do not change what is measured, left out of a row's label.
+_LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.breakdown_steps",
+                   "bench.compare", "bench.seed", "bench.peak_tflops")
+
+
+def model_config(cfg: Any) -> dict[str, Any]:
+    """The resolved `model.*` config with `bench.checkpointing` (preset | on | off) applied."""
+    from omegaconf import OmegaConf
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    mode = str(cfg.bench.get("checkpointing", "preset"))
+    if mode == "preset":
+        return model_cfg
+    if mode not in ("on", "off"):
+        raise ValueError(f"bench.checkpointing: expected preset, on or off, got {mode!r}")
+    return set_checkpointing(model_cfg, mode == "on")
+
+
+def _hydra_meta(cfg: Any, model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     hc = HydraConfig.get()
     choices = hc.runtime.choices
     # The label names the configuration: overrides of the model, optimizer, precision, shape.
-    overrides = [o for o in hc.overrides.task if not o.startswith(("bench.", "hydra."))]
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    overrides = [o for o in hc.overrides.task if not o.lstrip("+~").startswith(_LABEL_EXCLUDED)]
     multirun = hc.mode == RunMode.MULTIRUN
     return {
         "label": " ".join(overrides) if overrides else f"model={choices.get('model')}",
@@ -422,7 +449,8 @@ def bench_main(cfg: Any) -> float | None:
     from vrt_spike.lit.module import build_net
     from vrt_spike.lit.optim import build_optimizer
 
-    meta = _hydra_meta(cfg)
+    model_cfg = model_config(cfg)
+    meta = _hydra_meta(cfg, model_cfg)
     spec = BenchSpec(
         batch_size=int(cfg.data.batch_size), clip_len=int(cfg.data.clip_len),
         crop_size=int(cfg.data.crop_size), num_bins=int(cfg.data.num_bins),
@@ -432,7 +460,7 @@ def bench_main(cfg: Any) -> float | None:
         peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops),
     )
     torch.manual_seed(int(b.seed))
-    net = build_net(cfg.model).to(spec.device)
+    net = build_net(model_cfg).to(spec.device)
     optimizer = build_optimizer(net, cfg.optim)
     use_spike = bool(cfg.model.get("use_spike", True))
     result = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike,

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrt_spike.bench import BenchSpec, checkpointing_summary, print_report, run_benchmark
+from vrt_spike.bench import (
+    BenchSpec, checkpointing_summary, print_report, run_benchmark, set_checkpointing,
+)
 from vrt_spike.profiling.results import FIELDS
 
 
@@ -112,6 +114,11 @@ def test_checkpointing_summary_lists_switches() -> None:
            "spike_tsa": {"use_checkpoint": True}}
     assert checkpointing_summary(cfg) == "vrt.use_checkpoint_attn+spike_tsa.use_checkpoint"
     assert checkpointing_summary({"vrt": {"use_checkpoint_attn": False}}) == "off"
+    off = set_checkpointing(cfg, on=False)
+    assert checkpointing_summary(off) == "off"
+    assert off["vrt"]["no_checkpoint_attn_blocks"] == [1] and cfg["spike_tsa"]["use_checkpoint"]
+    assert checkpointing_summary(set_checkpointing(cfg, on=True)) == (
+        "vrt.use_checkpoint_attn+vrt.use_checkpoint_ffn+spike_tsa.use_checkpoint")
 
 
 @pytest.mark.cuda
