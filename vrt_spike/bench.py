@@ -445,10 +445,12 @@ def bench_main(cfg: Any) -> float | None:
     if b.get("compare"):
         write_comparison(rows_under(b.compare), out_dir=None)
         return None
+    from vrt_spike.lit.config import check_config
     from vrt_spike.lit.losses import CharbonnierLoss
     from vrt_spike.lit.module import build_net
     from vrt_spike.lit.optim import build_optimizer
 
+    check_config(cfg)
     model_cfg = model_config(cfg)
     meta = _hydra_meta(cfg, model_cfg)
     spec = BenchSpec(

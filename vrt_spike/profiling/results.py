@@ -1,7 +1,7 @@
 """Benchmark result rows: one per configuration, appended to a CSV and a JSON-lines file.
 
 Appends are safe against concurrent writers and crashes: an exclusive `fcntl` lock on
-`<file>.lock`, then the old content plus the new row is written to a temp file in the same folder
+`.<file>.lock`, then the old content plus the new row is written to a temp file in the same folder
 and moved over the original with `os.replace` (readers see the old or the new file, never half a
 row). A CSV whose header differs from `FIELDS` is refused with an error naming the file rather than
 mixed with rows of another layout.
@@ -40,7 +40,7 @@ FIELDS: tuple[str, ...] = (
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
