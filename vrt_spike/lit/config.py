@@ -5,6 +5,8 @@ from omegaconf import DictConfig
 
 __all__ = ["check_config"]
 
+_SCALE = 8  # VRT stage 4 runs at 1/8 of the input
+
 
 def _get(cfg: DictConfig, key: str, default=None):
     node = cfg
@@ -35,9 +37,13 @@ def check_config(cfg: DictConfig) -> None:
     if len(window) != 3:
         raise ValueError(f"model.vrt.window_size must be [T, H, W], got {window}")
     crop = _get(cfg, "data.crop_size")
-    if crop is not None and max(window[1:]) > int(crop):
-        raise ValueError(f"model.vrt.window_size={window} has a spatial window larger than data.crop_size={crop}: "
-                         f"use a crop >= {max(window[1:])} or a smaller window")
+    if crop is not None:
+        # VRT's 1/8-scale stage needs one full window, and SpyNet's coarsest level > 32 px.
+        need = max(_SCALE * max(window[1:]), 40)
+        if int(crop) < need or int(crop) % _SCALE:
+            raise ValueError(f"data.crop_size={crop} does not fit model.vrt.window_size={window}: the crop must be a "
+                             f"multiple of {_SCALE} and >= max({_SCALE} x spatial window, 40) = {need} "
+                             f"(the 1/{_SCALE}-scale stage needs a whole window); use a larger crop or a smaller window")
     for key in ("data.batch_size", "data.clip_len"):
         value = _get(cfg, key)
         if value is not None and int(value) < 1:

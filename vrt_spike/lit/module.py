@@ -64,7 +64,8 @@ class DeblurModule(L.LightningModule):
         seed: reseeds every RNG with ``seed + epoch`` at each training epoch start, so a run
             resumed from an epoch-boundary checkpoint draws the same crops and augmentations.
         log_images: save (and send to W&B) one blur | restored | sharp frame per validation.
-        tile: tiled inference for val/test (``size`` [T, H, W] and ``overlap`` [T, H, W]), or None.
+        tile: tiled val/test inference, :func:`~vrt_spike.models.vrt.tiling.tiled_forward` kwargs
+            (``tile: [T, H, W]``, ``tile_overlap: [T, H, W]``), or None for whole frames.
         net: an already built network (evaluation of an official checkpoint); default: built from ``model``.
     """
 
@@ -104,13 +105,15 @@ class DeblurModule(L.LightningModule):
 
     def _restore(self, batch: Mapping[str, Any]) -> Tensor:
         """Full-frame inference for val/test, tiled when ``tile`` is configured."""
-        spike = batch["spike"] if self.use_spike else None
+        inputs = [batch["blur"], batch["spike"]] if self.use_spike else [batch["blur"]]
         tile = self.hparams.tile
         if tile:
             from vrt_spike.models.vrt.tiling import tiled_forward
 
-            return tiled_forward(self.net, batch["blur"], spike, **tile)
-        return self(batch["blur"], spike)
+            vrt = getattr(self.net, "vrt", self.net)  # VRT knows the sizes it accepts
+            sizes = {"size_multiple": getattr(vrt, "input_multiple", None), "min_size": getattr(vrt, "min_input_hw", None)}
+            return tiled_forward(self._forward_fn, *inputs, **{**sizes, **tile})
+        return self(*inputs)
 
     # ------------------------------------------------------------------ training
 
