@@ -1,0 +1,141 @@
+"""Optimizers, schedule, freezing, non-finite steps and 2-step fits per optimizer and precision."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from train_support import compose_cfg, tiny_overrides
+from torch.utils.data import DataLoader
+
+from vrt_spike.lit.module import DeblurModule, build_net
+from vrt_spike.lit.optim import build_optimizer, build_scheduler, cosine_with_warmup
+from vrt_spike.lit.run import train
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
+
+
+def test_flow_group_gets_lr_multiplier(tiny_cfg) -> None:
+    net = build_net(tiny_cfg.model)
+    opt = build_optimizer(net, {**tiny_cfg.optim, "lr": 1e-3, "flow_lr_mult": 0.125})
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["main"]["lr"] == pytest.approx(1e-3) and groups["flow"]["lr"] == pytest.approx(1.25e-4)
+    names = {id(p): n for n, p in net.named_parameters()}
+    flow = [names[id(p)] for p in groups["flow"]["params"]]
+    assert flow and all("spynet" in n or "deform" in n for n in flow)
+    assert any(n.startswith("vrt.spynet.") for n in flow) and any("pa_deform" in n for n in flow)
+    assert not any("spynet" in names[id(p)] or "deform" in names[id(p)] for p in groups["main"]["params"])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+
+
+def test_adamw8bit_states_are_uint8_on_cpu(tiny_cfg) -> None:
+    net = build_net(tiny_cfg.model)
+    opt = build_optimizer(net, {**tiny_cfg.optim, "name": "adamw8bit", "paged": "auto"})
+    assert type(opt).__name__ == "AdamW8bit"
+    rgb, spike = torch.rand(1, 2, 3, 40, 40), torch.rand(1, 2, int(tiny_cfg.model.num_bins), 40, 40)
+    net(rgb, spike).mean().backward()
+    opt.step()
+    big = [p for g in opt.param_groups for p in g["params"] if p.numel() >= 4096 and p in opt.state]
+    assert big
+    for p in big:
+        assert opt.state[p]["state1"].dtype == torch.uint8 and opt.state[p]["state2"].dtype == torch.uint8
+    with pytest.raises(ValueError, match="optim.paged=true needs the network on CUDA"):
+        build_optimizer(net, {**tiny_cfg.optim, "name": "adamw8bit", "paged": True})
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    assert cosine_with_warmup(0, 100, 10, 0.0) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 100, 10, 0.0) == pytest.approx(1.0)
+    assert cosine_with_warmup(10, 100, 10, 0.0) == pytest.approx(1.0)
+    assert cosine_with_warmup(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert cosine_with_warmup(100, 100, 10, 0.1) == pytest.approx(0.1)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, {"warmup_steps": 2, "min_lr_ratio": 0.0}, total_steps=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+class _Loader(L.LightningDataModule):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self):
+        return DataLoader(self.batches, batch_size=None)
+
+
+def _batch(k: int, nan: bool = False) -> dict:
+    # The target carries the NaN: a NaN *input* would reach torchvision's CPU deform_conv2d as NaN
+    # offsets, which crashes the process instead of producing a NaN loss.
+    sharp = torch.rand(1, 2, 3, 40, 40)
+    if nan:
+        sharp[0, 0, 0, 0, 0] = float("nan")
+    return {"blur": torch.rand(1, 2, 3, 40, 40), "sharp": sharp, "spike": torch.rand(1, 2, k, 40, 40),
+            "clip": ["c"], "frame_start": torch.zeros(1, dtype=torch.long)}
+
+
+def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                     limit_val_batches=0)
+
+
+def test_nonfinite_loss_skips_steps_then_aborts(tiny_cfg, tmp_path: Path) -> None:
+    k = int(tiny_cfg.model.num_bins)
+    module = DeblurModule(tiny_cfg.model, tiny_cfg.optim, tiny_cfg.scheduler, max_nonfinite_steps=3)
+    before = {n: p.detach().clone() for n, p in module.net.named_parameters()}
+    batches = [_batch(k, nan=True)] * 2 + [_batch(k)] + [_batch(k, nan=True)] * 3
+    with pytest.raises(RuntimeError, match=r"3 non-finite losses in a row \(max_nonfinite_steps=3\)"):
+        _trainer(tmp_path, steps=10).fit(module, datamodule=_Loader(batches))
+    assert module.skipped_steps == 5
+    changed = [n for n, p in module.net.named_parameters() if not torch.equal(p, before[n])]
+    assert changed  # the one finite batch trained
+
+
+def test_flow_and_backbone_freeze(tiny_cfg, tmp_path: Path) -> None:
+    k = int(tiny_cfg.model.num_bins)
+    optim = {**tiny_cfg.optim, "flow_freeze_steps": 2}
+    module = DeblurModule({**tiny_cfg.model, "freeze_backbone_steps": 1}, optim, {"warmup_steps": 0})
+    flow = {n: p.detach().clone() for n, p in module.net.named_parameters() if "spynet" in n or "deform" in n}
+    vrt = {n: p.detach().clone() for n, p in module.net.vrt.named_parameters() if "spynet" not in n and "deform" not in n}
+    spike = {n: p.detach().clone() for n, p in module.net.spike_encoder.named_parameters()}
+
+    def moved(ref, params):
+        return sum(not torch.equal(p, ref[n]) for n, p in params)
+
+    _trainer(tmp_path, steps=1).fit(module, datamodule=_Loader([_batch(k)] * 4))
+    assert moved(spike, module.net.spike_encoder.named_parameters()) > 0
+    assert moved(vrt, [(n, p) for n, p in module.net.vrt.named_parameters() if n in vrt]) == 0   # backbone frozen at step 0
+    module2 = DeblurModule({**tiny_cfg.model, "freeze_backbone_steps": 1}, optim, {"warmup_steps": 0})
+    module2.net.load_state_dict(module.net.state_dict())  # same start for the 3-step run
+    flow = {n: p.detach().clone() for n, p in module2.net.named_parameters() if n in flow}
+    vrt = {n: p.detach().clone() for n, p in module2.net.vrt.named_parameters() if n in vrt}
+    trainer = _trainer(tmp_path, steps=2)
+    trainer.fit(module2, datamodule=_Loader([_batch(k)] * 4))
+    assert moved(flow, [(n, p) for n, p in module2.net.named_parameters() if n in flow]) == 0  # steps 0, 1 frozen
+    assert moved(vrt, [(n, p) for n, p in module2.net.vrt.named_parameters() if n in vrt]) > 0  # step 1 trains VRT
+
+
+@pytest.mark.parametrize(("optim", "precision"), [("adamw", "32"), ("adamw8bit", "32"), ("adamw", "bf16-mixed"),
+                                                  ("adamw8bit", "bf16-mixed")])
+def test_two_step_fit(synthetic_root: Path, tmp_path: Path, optim: str, precision: str) -> None:
+    cfg = compose_cfg("train", [*tiny_overrides(synthetic_root), f"optim={optim}", f"trainer.precision={precision}",
+                                f"paths.output_dir={tmp_path}", "trainer.limit_val_batches=1"])
+    summary = train(cfg)
+    assert summary["steps"] == 2 and summary["status"] == "ok" and summary["skipped_steps"] == 0
+    assert math.isfinite(summary["val_psnr"]) and 5 < summary["val_psnr_input"] < 60
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "summary.json").is_file()
+    assert (tmp_path / "timing").is_dir() and (tmp_path / "metrics.csv").is_file()
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = ckpt["optimizer_states"][0]["state"]
+    dtypes = {v.dtype for s in state.values() for key, v in s.items() if key.startswith("state") or key.startswith("exp_avg")}
+    assert (torch.uint8 in dtypes) == (optim == "adamw8bit")

@@ -1,0 +1,24 @@
+"""Train VRT+Spike: `python train.py [experiment=demo] [model=fast trainer.devices=3] [-m hparams_search=depths]`.
+
+Works from any working directory: the configs resolve paths from this file's directory.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import vrt_spike  # noqa: E402,F401  (registers the ${project_root:} resolver)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from vrt_spike.lit.run import train
+
+    return train(cfg)["val_psnr"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training side: the LightningModule, losses and optimizers (the only place Lightning meets the models)."""

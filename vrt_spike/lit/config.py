@@ -1,0 +1,54 @@
+"""Fail-fast checks of a composed train/evaluate config: each error names the key, expected and actual."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+__all__ = ["check_config"]
+
+_SCALE = 8  # VRT stage 4 runs at 1/8 of the input
+
+
+def _get(cfg: DictConfig, key: str, default=None):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` for values that would only fail (or silently misbehave) deep inside a run."""
+    vrt = _get(cfg, "model.vrt")
+    if vrt is None:
+        raise ValueError("model.vrt is missing: choose a preset with model=baseline|opt|fast|tiny")
+    depths = list(vrt.depths)
+    for key in ("embed_dims", "num_heads"):
+        other = list(vrt[key])
+        if len(other) != len(depths):
+            raise ValueError(f"model.vrt.depths has {len(depths)} entries but model.vrt.{key} has {len(other)}: "
+                             f"they must have one entry per stage/group (depths={depths}, {key}={other})")
+    if len(depths) < 8:
+        raise ValueError(f"model.vrt.depths must list stages 1-7 and at least one stage-8 group (>= 8 entries), "
+                         f"got {len(depths)}: {depths}")
+    if any(int(d) < 1 for d in depths):
+        raise ValueError(f"model.vrt.depths entries must be >= 1, got {depths}")
+    window = [int(w) for w in vrt.window_size]
+    if len(window) != 3:
+        raise ValueError(f"model.vrt.window_size must be [T, H, W], got {window}")
+    crop = _get(cfg, "data.crop_size")
+    if crop is not None:
+        # VRT's 1/8-scale stage needs one full window, and SpyNet's coarsest level > 32 px.
+        need = max(_SCALE * max(window[1:]), 40)
+        if int(crop) < need or int(crop) % _SCALE:
+            raise ValueError(f"data.crop_size={crop} does not fit model.vrt.window_size={window}: the crop must be a "
+                             f"multiple of {_SCALE} and >= max({_SCALE} x spatial window, 40) = {need} "
+                             f"(the 1/{_SCALE}-scale stage needs a whole window); use a larger crop or a smaller window")
+    for key in ("data.batch_size", "data.clip_len"):
+        value = _get(cfg, key)
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+    precision = str(_get(cfg, "trainer.precision", "32"))
+    allowed = ("32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true", "bf16-true", "16-true")
+    if precision not in allowed:
+        raise ValueError(f"trainer.precision: expected one of 32, 16-mixed, bf16-mixed, got {precision!r}")

@@ -1,0 +1,245 @@
+"""`DeblurModule`: the LightningModule around VRTWithSpike, and `build_net` shared with the benchmark."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from einops import rearrange
+from lightning.fabric.utilities.seed import seed_everything
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from vrt_spike.lit.losses import RestorationLoss
+from vrt_spike.lit.optim import build_optimizer, build_scheduler
+
+__all__ = ["TRAINING_KEYS", "build_net", "DeblurModule"]
+
+log = logging.getLogger(__name__)
+
+# model.* keys read by the LightningModule, not by VRTWithSpike.
+TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
+
+
+def _plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def build_net(model_cfg: Mapping[str, Any]) -> nn.Module:
+    """``model.*`` config -> :class:`VRTWithSpike` (training-side keys dropped, nothing loaded)."""
+    from vrt_spike.models.vrt_spike import VRTWithSpike
+
+    kwargs = {k: v for k, v in _plain(model_cfg).items() if k not in TRAINING_KEYS and k != "_target_"}
+    return VRTWithSpike(**kwargs)
+
+
+def _frames(x: Tensor) -> Tensor:
+    return rearrange(x, "b t c h w -> (b t) c h w")
+
+
+class DeblurModule(L.LightningModule):
+    """Trains and evaluates a spike-guided deblurring network.
+
+    Args:
+        model: the ``model.*`` config (VRTWithSpike kwargs plus ``compile``, ``pretrained``,
+            ``freeze_backbone_steps``).
+        optim: ``optim.*`` (see :func:`vrt_spike.lit.optim.build_optimizer`) plus
+            ``flow_freeze_steps``.
+        scheduler: ``scheduler.*`` (``warmup_steps``, ``min_lr_ratio``).
+        loss: :class:`~vrt_spike.lit.losses.RestorationLoss` kwargs.
+        max_nonfinite_steps: abort after this many non-finite losses in a row (each one skips the
+            step on every rank).
+        seed: reseeds every RNG with ``seed + epoch`` at each training epoch start, so a run
+            resumed from an epoch-boundary checkpoint draws the same crops and augmentations.
+        log_images: save (and send to W&B) one blur | restored | sharp frame per validation.
+        tile: tiled val/test inference, :func:`~vrt_spike.models.vrt.tiling.tiled_forward` kwargs
+            (``tile: [T, H, W]``, ``tile_overlap: [T, H, W]``), or None for whole frames.
+        net: an already built network (evaluation of an official checkpoint); default: built from ``model``.
+    """
+
+    def __init__(self, model: Mapping[str, Any], optim: Mapping[str, Any], scheduler: Mapping[str, Any] | None = None,
+                 loss: Mapping[str, Any] | None = None, max_nonfinite_steps: int = 10, seed: int | None = None,
+                 log_images: bool = True, tile: Mapping[str, Any] | None = None, net: nn.Module | None = None) -> None:
+        super().__init__()
+        model, optim = _plain(model), _plain(optim)
+        scheduler, loss, tile = _plain(scheduler), _plain(loss), _plain(tile) or None
+        self.save_hyperparameters({"model": model, "optim": optim, "scheduler": scheduler, "loss": loss,
+                                   "max_nonfinite_steps": max_nonfinite_steps, "seed": seed,
+                                   "log_images": log_images, "tile": tile})
+        if max_nonfinite_steps < 1:
+            raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
+        self.net = net if net is not None else build_net(model)
+        if net is None and model.get("pretrained"):
+            self.net.load_backbone_checkpoint(model["pretrained"])
+        self.use_spike = bool(getattr(self.net, "use_spike", True))
+        self._forward_fn = torch.compile(self.net) if model.get("compile") else self.net
+        self.loss_fn = RestorationLoss(**loss)
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self._nonfinite_in_a_row = 0
+        self.skipped_steps = 0
+        self._last_batch_end: float | None = None
+        self.step_times_s: list[float] = []
+        self._test_rows: list[dict[str, Any]] = []
+        self.test_frames: list[dict[str, Any]] = []
+        self.test_clips: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, blur: Tensor, spike: Tensor | None = None) -> Tensor:
+        """``blur (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> restored ``(B, T, 3, H, W)``."""
+        return self._forward_fn(blur, spike if self.use_spike else None)
+
+    def _restore(self, batch: Mapping[str, Any]) -> Tensor:
+        """Full-frame inference for val/test, tiled when ``tile`` is configured."""
+        inputs = [batch["blur"], batch["spike"]] if self.use_spike else [batch["blur"]]
+        tile = self.hparams.tile
+        if tile:
+            from vrt_spike.models.vrt.tiling import tiled_forward
+
+            vrt = getattr(self.net, "vrt", self.net)  # VRT knows the sizes it accepts
+            sizes = {"size_multiple": getattr(vrt, "input_multiple", None), "min_size": getattr(vrt, "min_input_hw", None)}
+            return tiled_forward(self._forward_fn, *inputs, **{**sizes, **tile})
+        return self(*inputs)
+
+    # ------------------------------------------------------------------ training
+
+    def _any_rank(self, flag: bool) -> bool:
+        value = torch.tensor(float(flag), device=self.device)
+        return bool(self.trainer.strategy.reduce(value, reduce_op="sum") > 0)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
+        pred = self(batch["blur"], batch["spike"])
+        loss = self.loss_fn(pred, batch["sharp"])
+        # Every rank must agree to skip, or DDP's gradient all-reduce would hang.
+        if self._any_rank(not bool(torch.isfinite(loss.detach()))):
+            self._nonfinite_in_a_row += 1
+            self.skipped_steps += 1
+            limit = self.hparams.max_nonfinite_steps
+            log.warning("non-finite loss at step %d (%d in a row, limit max_nonfinite_steps=%d): step skipped",
+                        self.global_step, self._nonfinite_in_a_row, limit)
+            if self._nonfinite_in_a_row >= limit:
+                raise RuntimeError(f"{self._nonfinite_in_a_row} non-finite losses in a row (max_nonfinite_steps={limit}) "
+                                   f"at step {self.global_step}: lower optim.lr, enable trainer.gradient_clip_val, "
+                                   "or use bf16-mixed instead of 16-mixed")
+            return None
+        self._nonfinite_in_a_row = 0
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.seed is not None:
+            seed_everything(int(self.hparams.seed) + self.current_epoch, workers=True, verbose=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            self.step_times_s.append(now - self._last_batch_end)
+        self._last_batch_end = now
+
+    def _frozen(self, what: str) -> bool:
+        steps = self.hparams.optim.get("flow_freeze_steps", 0) if what == "flow" else self.hparams.model.get("freeze_backbone_steps", 0)
+        return self.global_step < int(steps or 0)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Freezing drops the gradients (after the DDP all-reduce, on every rank alike): the optimizer
+        # then skips those parameters entirely (no update, no decay, no moment update), as KAIR's
+        # requires_grad=False would, without rebuilding DDP's buckets.
+        frozen: list[nn.Parameter] = []
+        if self._frozen("flow"):
+            frozen += [p for g in optimizer.param_groups if g.get("name") == "flow" for p in g["params"]]
+        if self._frozen("backbone") and hasattr(self.net, "vrt"):
+            frozen += list(self.net.vrt.parameters())
+        for p in frozen:
+            p.grad = None
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.net, self.hparams.optim)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation
+
+    def on_validation_start(self) -> None:
+        self._last_batch_end = None  # step times exclude validation
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        pred = self._restore(batch).clamp(0, 1)
+        sharp, blur = _frames(batch["sharp"]), _frames(batch["blur"])
+        out = _frames(pred.float())
+        self.val_psnr(out, sharp)
+        self.val_ssim(out, sharp)
+        self.val_psnr_input(blur, sharp)
+        n = out.shape[0]
+        self.log("val/psnr", self.val_psnr, prog_bar=True, batch_size=n)
+        self.log("val/ssim", self.val_ssim, batch_size=n)
+        self.log("val/psnr_input", self.val_psnr_input, batch_size=n)
+        if batch_idx == 0 and self.hparams.log_images and not self.trainer.sanity_checking:
+            self._log_images(batch, pred)
+
+    def _log_images(self, batch: Mapping[str, Any], pred: Tensor) -> None:
+        if self.global_rank != 0:
+            return
+        from torchvision.utils import save_image
+
+        t = pred.shape[1] // 2
+        row = torch.stack([batch["blur"][0, t], pred[0, t].float(), batch["sharp"][0, t]]).cpu()
+        path = Path(self.trainer.default_root_dir) / "images" / f"val_step{self.global_step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(row, path, nrow=3, padding=2)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image("val/restored", [str(path)], step=self.global_step,
+                                 caption=[f"{batch['clip'][0]} frame {int(batch['frame_start'][0]) + t}: blur | restored | sharp"])
+
+    # ------------------------------------------------------------------ test (per clip)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Per-frame PSNR/SSIM rows; returns the restored clip (callbacks save it as PNG)."""
+        pred = self._restore(batch).clamp(0, 1).float()
+        b, t = pred.shape[:2]
+        out, sharp, blur = _frames(pred), _frames(batch["sharp"]), _frames(batch["blur"])
+        psnr = peak_signal_noise_ratio(out, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        psnr_in = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        ssim = structural_similarity_index_measure(out, sharp, data_range=1.0, reduction="none")
+        for i in range(b * t):
+            s, f = divmod(i, t)
+            self._test_rows.append({"clip": batch["clip"][s], "frame": int(batch["frame_start"][s]) + f,
+                                    "psnr": float(psnr[i]), "ssim": float(ssim[i]), "psnr_input": float(psnr_in[i])})
+        return pred
+
+    def on_test_epoch_end(self) -> None:
+        rows = self._test_rows
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        # DistributedSampler pads the last shard with repeats: keep one row per (clip, frame).
+        unique = {(r["clip"], r["frame"]): r for r in rows}
+        self.test_frames = [unique[k] for k in sorted(unique)]
+        by_clip: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in self.test_frames:
+            by_clip[r["clip"]].append(r)
+        self.test_clips = [{"clip": clip, "frames": len(rs), **{m: sum(r[m] for r in rs) / len(rs) for m in ("psnr", "ssim", "psnr_input")}}
+                           for clip, rs in sorted(by_clip.items())]
+        n = max(1, len(self.test_frames))
+        for m in ("psnr", "ssim", "psnr_input"):
+            value = sum(r[m] for r in self.test_frames) / n
+            self.log(f"test/{m}", value, sync_dist=False, rank_zero_only=True)

@@ -1,0 +1,81 @@
+"""Hydra callback that writes the sweep summary table after a multirun."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+__all__ = ["SUMMARY_FILE", "SweepSummaryCallback", "write_summary", "read_job_summaries", "format_table"]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"   # written by every train.py job in its run dir
+COLUMNS = ("job", "overrides", "val_psnr", "val_psnr_input", "val_ssim", "step_time_s", "steps", "status", "run_dir")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(run_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
+    path = Path(run_dir) / SUMMARY_FILE
+    _atomic_write(path, json.dumps(summary, indent=2, sort_keys=True))
+    return path
+
+
+def read_job_summaries(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per job directory under ``sweep_dir`` (a job without a summary counts as failed)."""
+    rows = []
+    for job_dir in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
+        if not job_dir.is_dir() or not (job_dir / ".hydra").is_dir():
+            continue
+        path = job_dir / SUMMARY_FILE
+        if path.is_file():
+            row = json.loads(path.read_text())
+        else:
+            row = {"job": job_dir.name, "status": "no summary (crashed or still running)"}
+        row["run_dir"] = str(job_dir)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of ``rows`` (columns :data:`COLUMNS`)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class SweepSummaryCallback(Callback):
+    """After ``-m``: ``<sweep dir>/sweep_summary.csv`` and ``.md`` (job, overrides, val PSNR, step time)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = read_job_summaries(sweep_dir)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({c: _fmt(r.get(c)) if c == "overrides" else r.get(c) for c in COLUMNS} for r in rows)
+        _atomic_write(sweep_dir / "sweep_summary.csv", buf.getvalue())
+        table = format_table(rows)
+        _atomic_write(sweep_dir / "sweep_summary.md", table + "\n")
+        print(f"\nSweep summary ({sweep_dir}/sweep_summary.csv):\n{table}\n", flush=True)
