@@ -142,3 +142,16 @@ def test_cuda_half_precision_pads_head_dim_20(dtype: torch.dtype) -> None:
         out = half(x)
     assert out.dtype == dtype
     assert ((out.float() - ref).abs().max() / ref.abs().max()).item() < 2e-2
+
+
+def test_training_after_a_first_forward_in_inference_mode(tiny_kwargs: dict) -> None:
+    """Lightning validates under inference_mode before training: the per-shape caches filled by
+    that first call must still be usable by a training step."""
+    torch.manual_seed(0)
+    model = VRT(**tiny_kwargs)
+    clip = torch.rand(1, 4, 3, 40, 40)
+    with torch.inference_mode():
+        model(clip)
+    model.train()
+    model(clip).mean().backward()
+    assert model.stage1.residual_group1.blocks[0].attn.relative_position_bias_table.grad is not None

@@ -95,11 +95,12 @@ def shift_mask_pattern(
     window: tuple[int, int, int], shift: tuple[int, int, int], last: tuple[bool, bool, bool], device: torch.device
 ) -> Tensor:
     """``(N, N)`` additive mask (0 / -100) of one window, given whether it is last along d, h, w."""
-    rd, rh, rw = (_axis_regions(window[a], shift[a], last[a]) for a in range(3))
-    ids = (rd[:, None, None] * 9 + rh[None, :, None] * 3 + rw[None, None, :]).flatten()
-    mask = torch.zeros(ids.numel(), ids.numel())
-    mask.masked_fill_(ids[None, :] != ids[:, None], SHIFT_MASK_FILL)
-    return mask.to(device)
+    with torch.inference_mode(False):  # cached across calls: never an inference tensor
+        rd, rh, rw = (_axis_regions(window[a], shift[a], last[a]) for a in range(3))
+        ids = (rd[:, None, None] * 9 + rh[None, :, None] * 3 + rw[None, None, :]).flatten()
+        mask = torch.zeros(ids.numel(), ids.numel())
+        mask.masked_fill_(ids[None, :] != ids[:, None], SHIFT_MASK_FILL)
+        return mask.to(device)
 
 
 @lru_cache(maxsize=64)
@@ -111,7 +112,8 @@ def full_shift_mask(
         shift_mask_pattern(window, shift, (i == grid[0] - 1, j == grid[1] - 1, k == grid[2] - 1), device)
         for i, j, k in itertools.product(range(grid[0]), range(grid[1]), range(grid[2]))
     ]
-    return torch.stack(rows)
+    with torch.inference_mode(False):
+        return torch.stack(rows)
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,10 @@ class WindowAttention(nn.Module):
         key = (n, self.relative_position_index.device)
         index = self._index_cache.get(key)
         if index is None:
-            index = self.relative_position_index[:n, :n].reshape(-1).clone()
+            # A first call under inference_mode (Lightning's validation) must not cache an
+            # inference tensor: training would later fail to save it for backward.
+            with torch.inference_mode(False):
+                index = self.relative_position_index[:n, :n].reshape(-1).clone()
             self._index_cache[key] = index
         bias = self.relative_position_bias_table[index].view(n, n, -1)
         return bias.permute(2, 0, 1).unsqueeze(0)
