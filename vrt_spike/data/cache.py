@@ -85,10 +85,12 @@ def build_cache(path: str | os.PathLike, spec: CacheSpec, clips: list[Clip], key
                     bits = read_dat(spike_path, h, w, flip=spec.flip_rows, drop_partial=spec.drop_partial)
                     c, n = spike_counts(bits, k, spec.representation, spec.tfp_window)
                     if counts is None:
-                        counts = group.create_dataset("counts", (len(clip), k, h, w), dtype=np.uint16 if c.dtype == np.uint16 else np.uint8, chunks=(1, k, h, w))
+                        # 64x64 spatial chunks: a training crop reads only the chunks it overlaps.
+                        chunks = (1, k, min(h, 64), min(w, 64))
+                        counts = group.create_dataset("counts", (len(clip), k, h, w), dtype=c.dtype, chunks=chunks)
                         lengths = group.create_dataset("lengths", (len(clip), k), dtype=np.int64)
-                    if c.dtype.itemsize > counts.dtype.itemsize:
-                        raise CacheError(f"{spike_path}: window of {n.max()} frames overflows the clip's {counts.dtype} counts")
+                    if c.dtype != counts.dtype:
+                        raise CacheError(f"{spike_path}: expected {counts.dtype} counts like the clip's first frame, got {c.dtype} (windows of {n.max()} frames)")
                     counts[i] = c
                     lengths[i] = n
         os.replace(tmp, path)

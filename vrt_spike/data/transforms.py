@@ -7,14 +7,16 @@ spike box ``rgb_box / s`` covers exactly the same scene area; the spike crop is 
 upsample-then-crop exactly; ``bilinear`` differs from a full-frame upsample only in the half spike
 pixel along the crop border (edges are clamped, not read from outside the box).
 
-Augmentations act on tensors ``(T, C, H, W)`` and are drawn from torch's RNG (seeded per
-DataLoader worker). Time reversal reverses the frame order *and* the spike channels, which are
-time bins inside each exposure.
+Everything works on numpy arrays ``(T, C, H, W)``: flips and rotations are views, and numpy never
+spins up intra-op threads (small torch ops in a busy main process cost ~100x more). Random
+parameters come from torch's RNG, which DataLoader seeds per worker. Time reversal reverses the
+frame order *and* the spike channels, which are time bins inside each exposure.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,15 +76,28 @@ def full_box(rgb_size: tuple[int, int], spike_size: tuple[int, int]) -> Box:
     return Box((0, 0, *rgb_size), (0, 0, *spike_size))
 
 
-def upsample_spike(spike: torch.Tensor, size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
-    """``(T, K, h, w)`` -> ``(T, K, H, W)`` on the RGB grid."""
+def upsample_spike(spike: np.ndarray, size: tuple[int, int], mode: str = "nearest") -> np.ndarray:
+    """``(T, K, h, w)`` float32 -> ``(T, K, H, W)`` on the RGB grid.
+
+    ``nearest`` picks spike pixel ``floor((i + 0.5) * h / H)`` (a pure repeat for integer scales);
+    ``bilinear`` is torch's ``align_corners=False`` interpolation.
+    """
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"spike_upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
-    if tuple(spike.shape[-2:]) == tuple(size):
+    (h, w), (oh, ow) = spike.shape[-2:], size
+    if (h, w) == (oh, ow):
         return spike
     if mode == "nearest":
-        return F.interpolate(spike, size=size, mode="nearest-exact")
-    return F.interpolate(spike, size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+        if oh % h == 0 and ow % w == 0:  # integer factors: one broadcast write, contiguous output
+            lead = spike.shape[:-2]
+            out = np.empty((*lead, h, oh // h, w, ow // w), spike.dtype)
+            out[...] = spike[..., :, None, :, None]
+            return out.reshape(*lead, oh, ow)
+        rows = ((np.arange(oh) + 0.5) * h / oh).astype(np.intp)
+        cols = ((np.arange(ow) + 0.5) * w / ow).astype(np.intp)
+        return np.ascontiguousarray(spike[..., rows[:, None], cols])
+    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(spike)), size=size, mode="bilinear", align_corners=False)
+    return out.clamp_(0, 1).numpy()
 
 
 @dataclass(frozen=True)
@@ -113,16 +128,16 @@ class PairedAugment:
         )
 
     @staticmethod
-    def apply(params: AugmentParams, blur: torch.Tensor, sharp: torch.Tensor, spike: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Apply ``params`` to ``(T, C, H, W)`` clips; spike channels are time bins."""
+    def apply(params: AugmentParams, blur: np.ndarray, sharp: np.ndarray, spike: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply ``params`` to ``(T, C, H, W)`` clips (returns views); spike channels are time bins."""
         clips = [blur, sharp, spike]
         if params.hflip:
-            clips = [c.flip(-1) for c in clips]
+            clips = [c[..., ::-1] for c in clips]
         if params.vflip:
-            clips = [c.flip(-2) for c in clips]
+            clips = [c[..., ::-1, :] for c in clips]
         if params.rot90:
-            clips = [torch.rot90(c, params.rot90, dims=(-2, -1)) for c in clips]
+            clips = [np.rot90(c, params.rot90, axes=(-2, -1)) for c in clips]
         if params.time_reverse:
-            clips = [c.flip(0) for c in clips]
-            clips[2] = clips[2].flip(1)
-        return tuple(c.contiguous() for c in clips)
+            clips = [c[::-1] for c in clips]
+            clips[2] = clips[2][:, ::-1]
+        return clips[0], clips[1], clips[2]
