@@ -152,13 +152,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=Setup.seed)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=Setup.batch_size)
+    parser.add_argument("--lr", type=float, default=Setup.lr)
     parser.add_argument("--clip-len", type=int, default=Setup.clip_len)
     parser.add_argument("--only", choices=sorted(VARIANTS), default=None,
                         help="train one variant (run the two in parallel processes; same seed, same batches)")
     parser.add_argument("--data", type=Path, default=None, help="existing synthetic dataset (default: build one in tmp)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    setup = Setup(steps=args.steps, seed=args.seed, batch_size=args.batch_size, clip_len=args.clip_len)
+    setup = Setup(steps=args.steps, seed=args.seed, batch_size=args.batch_size, clip_len=args.clip_len,
+                  lr=args.lr)
     r = run(setup, args.data, log_every=5, variants=(args.only,) if args.only else ("spike", "rgb"))
     print(f"setup: {setup}")
     print(f"blurry input          PSNR {r['blur_psnr']:.2f} dB")
