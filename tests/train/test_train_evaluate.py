@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import compose_cfg, tiny_overrides
+from train_support import SYNTH, compose_cfg, tiny_overrides
 
 from vrt_spike.lit.run import evaluate, train
 
@@ -25,7 +25,7 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def _eval_overrides(root: Path, out: Path) -> list[str]:
-    return [f"paths.output_dir={out}", f"data.root={root}", "data.clip_len=2", "data.eval_crop_size=40",
+    return [f"paths.output_dir={out}", f"data.root={root}", *[f"data.synthetic.{k}={v}" for k, v in SYNTH.items()], "data.clip_len=2", "data.eval_crop_size=40",
             "data.num_workers=0", "data.persistent_workers=false", "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false", "trainer.precision=32"]
 
