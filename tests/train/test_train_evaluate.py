@@ -59,10 +59,10 @@ def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(synthetic_root: Path, t
     base = [*_eval_overrides(synthetic_root, tmp_path / "out"), "model=tiny", f"ckpt_path={release}"]
     with pytest.raises(ValueError, match="model.use_spike=false"):
         evaluate(compose_cfg("evaluate", base))
-    cfg = compose_cfg("evaluate", [*base, "model.use_spike=false", "data.eval_crop_size=48",
+    cfg = compose_cfg("evaluate", [*base, "model.use_spike=false", "data.eval_crop_size=48", "trainer.limit_test_batches=2",
                                    "+module.tile={tile: [0, 40, 40], tile_overlap: [0, 8, 8]}"])
     result = evaluate(cfg)
-    assert len(result["clips"]) == 2
+    assert len(result["clips"]) == 1  # 2 windows of the first test clip
     # the released weights reproduce the network's output: evaluate's PSNR equals a direct run
     from vrt_spike.data.dataset import SpikeDeblurDataset
     from vrt_spike.models.vrt.tiling import tiled_forward

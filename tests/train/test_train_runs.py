@@ -34,7 +34,7 @@ def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path) -> None:
 
 def test_multirun_two_jobs_and_summary_table(synthetic_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=1e-3,2e-3",
+    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=0.001,0.002",
                                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     _ok(proc)
     for job in ("0", "1"):
@@ -44,7 +44,7 @@ def test_multirun_two_jobs_and_summary_table(synthetic_root: Path, tmp_path: Pat
     with open(sweep / "sweep_summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["job"] for r in rows] == ["0", "1"]
-    assert "optim.lr=1e-3" in rows[0]["overrides"] and "optim.lr=2e-3" in rows[1]["overrides"]
+    assert "optim.lr=0.001" in rows[0]["overrides"] and "optim.lr=0.002" in rows[1]["overrides"]
     assert all(float(r["val_psnr"]) > 0 and float(r["step_time_s"]) > 0 for r in rows)
     assert "| job | overrides | val_psnr" in proc.stdout
 
