@@ -121,3 +121,15 @@ def test_default_config_layout_and_determinism(tmp_path):
     synthesize(b, dataclasses.replace(cfg, train_clips=1, test_clips=0))
     first = {k: v for k, v in _tree(a).items() if "synth_train_000" in k}
     assert len(first) == 3 * cfg.frames and first == {k: v for k, v in _tree(b).items() if "synth_train_000" in k}
+
+
+def test_interrupted_build_dirs_are_cleaned_up(tmp_path, tiny_cfg):
+    import socket
+
+    dead = tmp_path / f".synthetic.partial-{socket.gethostname()}-999999999"
+    other_host = tmp_path / ".synthetic.partial-otherhost-1"
+    for d in (dead, other_host):
+        (d / "GOPRO_Large").mkdir(parents=True)
+    synthesize(tmp_path / "synthetic", tiny_cfg)
+    assert not dead.exists() and other_host.exists()
+    assert is_complete(tmp_path / "synthetic", tiny_cfg)

@@ -61,3 +61,15 @@ def test_bad_inputs_raise_with_shapes() -> None:
         sa([torch.rand(1, 6, 2, 4, 4)] * 4)
     with pytest.raises(ValueError, match="divisible by heads"):
         SpikeTemporalSA([6, 6, 6, 6], heads=4)
+
+
+def test_partial_pyramid_and_pass_through_scales() -> None:
+    enc = SpikeEncoder3D(in_channels=2, channels_per_scale=[4, 4, 8, 8], num_scales=2)
+    assert not hasattr(enc, "scale3")
+    feats = enc(torch.rand(1, 3, 2, 16, 16))
+    assert [tuple(f.shape) for f in feats] == [(1, 4, 3, 16, 16), (1, 4, 3, 8, 8)]
+    sa = SpikeTemporalSA([4, 4, 8, 8], heads=2, scales=[2])
+    out = sa(feats)
+    assert out[0] is feats[0] and not torch.equal(out[1], feats[1])
+    with pytest.raises(ValueError, match="scales must be values in 1..4"):
+        SpikeTemporalSA([4, 4, 8, 8], heads=2, scales=[0])

@@ -88,9 +88,14 @@ def upsample_spike(spike: np.ndarray, size: tuple[int, int], mode: str = "neares
     if (h, w) == (oh, ow):
         return spike
     if mode == "nearest":
+        if oh % h == 0 and ow % w == 0:  # integer factors: one broadcast write, contiguous output
+            lead = spike.shape[:-2]
+            out = np.empty((*lead, h, oh // h, w, ow // w), spike.dtype)
+            out[...] = spike[..., :, None, :, None]
+            return out.reshape(*lead, oh, ow)
         rows = ((np.arange(oh) + 0.5) * h / oh).astype(np.intp)
         cols = ((np.arange(ow) + 0.5) * w / ow).astype(np.intp)
-        return spike[..., rows[:, None], cols]
+        return np.ascontiguousarray(spike[..., rows[:, None], cols])
     out = F.interpolate(torch.from_numpy(np.ascontiguousarray(spike)), size=size, mode="bilinear", align_corners=False)
     return out.clamp_(0, 1).numpy()
 

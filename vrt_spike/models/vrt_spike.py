@@ -62,6 +62,8 @@ class VRTWithSpike(nn.Module):
             raise ValueError(f"model.num_bins must be >= 1, got {num_bins}")
         if not self.fuse_stages:
             raise ValueError("model.fuse_stages is empty while model.use_spike=true: nothing would use the spikes")
+        if len(set(self.fuse_stages)) != len(self.fuse_stages) or not set(self.fuse_stages) <= {1, 2, 3, 4}:
+            raise ValueError(f"model.fuse_stages must be distinct VRT stages in 1..4, got {list(self.fuse_stages)}")
 
         embed_dims = list(vrt.get("embed_dims", _vrt_default("embed_dims")))
         channels = [int(c) for c in embed_dims[:4]]
@@ -82,11 +84,13 @@ class VRTWithSpike(nn.Module):
             raise ValueError(
                 f"model.spike_encoder.spatial_strides={strides} must be {_VRT_SPATIAL_STRIDES}: spike scales have "
                 "to sit on VRT stages 1-4 (1, 1/2, 1/4, 1/8 resolution)")
-        if "fuse_stages" in modules["fusion"]:
-            raise ValueError("set the fused stages with model.fuse_stages, not model.fusion.fuse_stages")
+        for key, derived in (("spike_encoder", "num_scales"), ("spike_tsa", "scales"), ("fusion", "fuse_stages")):
+            if derived in modules[key]:
+                raise ValueError(f"model.{key}.{derived} is derived from model.fuse_stages; set model.fuse_stages instead")
 
-        self.spike_encoder = SpikeEncoder3D(self.num_bins, channels, **enc)
-        self.spike_tsa = SpikeTemporalSA(channels, **modules["spike_tsa"])
+        # Only the scales some fusion reads are built: no dead parameters, no wasted compute.
+        self.spike_encoder = SpikeEncoder3D(self.num_bins, channels, num_scales=max(self.fuse_stages), **enc)
+        self.spike_tsa = SpikeTemporalSA(channels, scales=self.fuse_stages, **modules["spike_tsa"])
         self.fusion = MultiScaleTemporalCrossAttnFuse(channels, self.fuse_stages, **modules["fusion"])
 
     # ------------------------------------------------------------------ forward

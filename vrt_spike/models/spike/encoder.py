@@ -53,7 +53,8 @@ class SpikeEncoder3D(nn.Module):
     ``temporal_strides[i-2]`` in time and ``spatial_strides[i-2]`` in space (defaults keep T and
     halve H, W, matching VRT stages 1-4 at 1, 1/2, 1/4, 1/8). Every scale ends with
     ``blocks_per_scale`` residual blocks. The scales are callable submodules run in order so
-    forward hooks time them.
+    forward hooks time them. ``num_scales < 4`` builds and returns only the first scales (a
+    fusion that stops at stage 2 needs no 1/4 and 1/8 features).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class SpikeEncoder3D(nn.Module):
         spatial_strides: Sequence[int] = (2, 2, 2),
         blocks_per_scale: int = 2,
         use_checkpoint: bool = False,
+        num_scales: int = 4,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -72,22 +74,25 @@ class SpikeEncoder3D(nn.Module):
         self.channels_per_scale = _check_four("channels_per_scale", channels_per_scale, 4)
         self.temporal_strides = _check_four("temporal_strides", temporal_strides, 3)
         self.spatial_strides = _check_four("spatial_strides", spatial_strides, 3)
+        if not 1 <= num_scales <= 4:
+            raise ValueError(f"num_scales must be in 1..4, got {num_scales}")
+        self.num_scales = num_scales
         self.use_checkpoint = use_checkpoint
         c = self.channels_per_scale
         self.scale1 = EncoderScale(self.in_channels, c[0], num_blocks=blocks_per_scale)
-        for i in range(1, 4):
+        for i in range(1, num_scales):
             setattr(self, f"scale{i + 1}", EncoderScale(
                 c[i - 1], c[i], temporal_stride=self.temporal_strides[i - 1],
                 spatial_stride=self.spatial_strides[i - 1], num_blocks=blocks_per_scale))
 
     def scales(self) -> list[EncoderScale]:
-        return [self.scale1, self.scale2, self.scale3, self.scale4]
+        return [getattr(self, f"scale{i + 1}") for i in range(self.num_scales)]
 
     def set_checkpointing(self, enabled: bool) -> None:
         self.use_checkpoint = enabled
 
     def forward(self, spike: Tensor) -> list[Tensor]:
-        """``spike (B, T, K, H, W)`` -> four tensors ``(B, C_i, T_i, H_i, W_i)``."""
+        """``spike (B, T, K, H, W)`` -> ``num_scales`` tensors ``(B, C_i, T_i, H_i, W_i)``."""
         if spike.ndim != 5 or spike.shape[2] != self.in_channels:
             raise ValueError(
                 f"SpikeEncoder3D expects spike (B, T, K={self.in_channels}, H, W), got {tuple(spike.shape)}")

@@ -42,7 +42,11 @@ class TemporalSelfAttentionBlock(nn.Module):
 
 
 class SpikeTemporalSA(nn.Module):
-    """``[Fs1..Fs4]`` -> ``[Fs1'..Fs4']`` of the same shapes; callable submodules ``scale1..scale4``."""
+    """``[Fs1..Fs4]`` -> ``[Fs1'..Fs4']`` of the same shapes; callable submodules ``scale{i}``.
+
+    ``scales`` picks the scales that get a block (default all four); the others pass through
+    unchanged, so a fusion that skips stage 1 pays no full-resolution attention.
+    """
 
     def __init__(
         self,
@@ -55,26 +59,32 @@ class SpikeTemporalSA(nn.Module):
         max_batch_tokens: int = 49152,
         adaptive_chunk: bool = True,
         use_checkpoint: bool = False,
+        scales: Sequence[int] = (1, 2, 3, 4),
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels_per_scale]
         if len(channels) != 4:
             raise ValueError(f"channels_per_scale must hold 4 values, got {channels}")
+        picked = sorted({int(s) for s in scales})
+        if not picked or any(s not in (1, 2, 3, 4) for s in picked):
+            raise ValueError(f"scales must be values in 1..4, got {list(scales)}")
         self.channels_per_scale = channels
+        self.active_scales = tuple(picked)
         chunk = ChunkConfig(chunk_size, chunk_shape, max_batch_tokens, adaptive_chunk)
-        for i, c in enumerate(channels):
-            setattr(self, f"scale{i + 1}",
-                    TemporalSelfAttentionBlock(c, heads, mlp_ratio, dropout, chunk, use_checkpoint))
+        for s in picked:
+            setattr(self, f"scale{s}",
+                    TemporalSelfAttentionBlock(channels[s - 1], heads, mlp_ratio, dropout, chunk, use_checkpoint))
 
-    def scales(self) -> list[TemporalSelfAttentionBlock]:
-        return [self.scale1, self.scale2, self.scale3, self.scale4]
+    def scales(self) -> dict[int, TemporalSelfAttentionBlock]:
+        return {s: getattr(self, f"scale{s}") for s in self.active_scales}
 
     def set_checkpointing(self, enabled: bool) -> None:
-        for scale in self.scales():
-            scale.use_checkpoint = enabled
+        for block in self.scales().values():
+            block.use_checkpoint = enabled
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
-        """Four tensors ``(B, C_i, T_i, H_i, W_i)`` -> four tensors of the same shapes."""
-        if len(feats) != 4:
-            raise ValueError(f"SpikeTemporalSA expects 4 feature scales, got {len(feats)}")
-        return [scale(f) for scale, f in zip(self.scales(), feats)]
+        """Up to four tensors ``(B, C_i, T_i, H_i, W_i)`` -> tensors of the same shapes."""
+        if not 1 <= len(feats) <= 4:
+            raise ValueError(f"SpikeTemporalSA expects 1 to 4 feature scales, got {len(feats)}")
+        blocks = self.scales()
+        return [blocks[i](f) if i in blocks else f for i, f in enumerate(feats, start=1)]

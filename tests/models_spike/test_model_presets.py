@@ -1,0 +1,85 @@
+"""conf/model presets compose with Hydra and build VRTWithSpike (tiny also runs a forward)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from vrt_spike.models.vrt_spike import VRTWithSpike
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TRAINING_KEYS = {"compile", "pretrained", "freeze_backbone_steps"}
+OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.json, netG
+    upscale=1, img_size=[6, 192, 192], window_size=[6, 8, 8], depths=[8] * 7 + [4] * 4, indep_reconsts=[9, 10],
+    embed_dims=[96] * 7 + [120] * 4, num_heads=[6] * 11, pa_frames=2, deformable_groups=16,
+    nonblind_denoising=False, use_checkpoint_attn=True, use_checkpoint_ffn=True,
+    no_checkpoint_attn_blocks=[2, 3, 4], no_checkpoint_ffn_blocks=[1, 2, 3, 4, 5, 9], mul_attn_ratio=0.75, mlp_ratio=2.0)
+
+
+def compose_preset(name: str) -> DictConfig:
+    """The app's composition when conf/train.yaml exists, else data + model groups alone."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        if (CONF / "train.yaml").is_file():
+            return compose("train", overrides=[f"model={name}"])
+        return compose(overrides=["+data=synthetic", f"+model={name}"])
+
+
+def build_net(cfg: DictConfig) -> VRTWithSpike:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert TRAINING_KEYS <= set(model)
+    return VRTWithSpike(**{k: v for k, v in model.items() if k not in TRAINING_KEYS})
+
+
+def spike_cfg(cfg: DictConfig) -> tuple:
+    m = cfg.model
+    return (m.spike_tsa.chunk_size, m.spike_tsa.max_batch_tokens, m.fusion.chunk_size, m.fusion.max_batch_tokens,
+            list(m.fuse_stages), m.spike_tsa.heads, m.fusion.heads, m.spike_tsa.mlp_ratio)
+
+
+@pytest.mark.parametrize("name", ["baseline", "opt", "fast"])
+def test_full_size_presets_compose_and_build(name: str) -> None:
+    cfg = compose_preset(name)
+    vrt = cfg.model.vrt
+    assert cfg.model.num_bins == cfg.data.num_bins
+    assert cfg.model.pretrained is None and cfg.model.compile is False
+    if name == "baseline":
+        assert {k: OmegaConf.to_container(vrt)[k] for k in OFFICIAL_GOPRO} == OFFICIAL_GOPRO
+        assert spike_cfg(cfg) == (64, 49152, 64, 49152, [1, 2, 3, 4], 4, 4, 2.0)
+        assert "precision" not in cfg.get("trainer", {}) or cfg.trainer.precision != "bf16-mixed"
+    elif name == "opt":
+        assert list(vrt.depths) == [8, 7, 8, 8, 8, 8, 8, 3, 3, 3, 3] and list(vrt.window_size) == [6, 7, 7]
+        assert spike_cfg(cfg) == (64, 49152, 80, 65536, [1, 2, 3, 4], 4, 4, 2.0)
+        assert cfg.trainer.precision == "bf16-mixed"
+    else:
+        assert list(vrt.depths) == [8, 6, 6, 8, 8, 8, 8, 2, 2, 2, 2] and list(vrt.window_size) == [6, 6, 6]
+        assert spike_cfg(cfg) == (96, 65536, 96, 65536, [2, 3, 4], 4, 4, 2.0)
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.data.batch_size == 2
+
+    net = build_net(cfg)
+    assert net.spike_encoder.in_channels == cfg.data.num_bins
+    assert net.spike_encoder.channels_per_scale == list(vrt.embed_dims[:4])
+    fused = sorted(int(n[len("stage"):]) for n, _ in net.fusion.named_children())
+    assert fused == list(cfg.model.fuse_stages)
+    vrt_params = sum(p.numel() for p in net.vrt.parameters())
+    if name == "baseline":
+        assert vrt_params == 18_320_007  # the official GoPro VRT
+    else:
+        assert vrt_params < 18_320_007
+
+
+def test_tiny_preset_runs_a_forward() -> None:
+    cfg = compose_preset("tiny")
+    net = build_net(cfg)
+    spynet = sum(p.numel() for p in net.vrt.spynet.parameters())
+    others = sum(p.numel() for p in net.parameters()) - spynet
+    assert others < 500_000
+    k = cfg.data.num_bins
+    rgb, spike = torch.rand(1, 3, 3, 64, 64), torch.rand(1, 3, k, 64, 64)
+    with torch.no_grad():
+        out = net.eval()(rgb, spike)
+        # zero-initialised fusion: the spike branch does not change the untrained output yet
+        assert torch.equal(out, net.vrt(rgb))
+    assert out.shape == rgb.shape and torch.isfinite(out).all()

@@ -1,0 +1,127 @@
+"""Window attention: shift masks, SDPA vs explicit softmax, head-dim padding, caches."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from vrt_spike.models.vrt import VRT
+from vrt_spike.models.vrt.attention import (
+    WindowAttention,
+    full_shift_mask,
+    padded_sdpa,
+    shift_mask_pattern,
+    window_partition,
+)
+from vrt_spike.models.vrt.tmsa import TMSAG
+
+CPU = torch.device("cpu")
+
+
+def _reference_mask(dhw: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]) -> torch.Tensor:
+    """The published construction: label the 27 shifted regions of the padded volume, partition
+    into windows, mask token pairs from different regions with -100."""
+    img = torch.zeros(1, *dhw, 1)
+    cnt = 0
+    for d, h, w in itertools.product(*[(slice(-ws), slice(-ws, -s), slice(-s, None)) for ws, s in zip(window, shift)]):
+        img[:, d, h, w, :] = cnt
+        cnt += 1
+    ids = window_partition(img, window).squeeze(-1)
+    diff = ids.unsqueeze(1) - ids.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0)
+
+
+@pytest.mark.parametrize(
+    ("dhw", "window", "shift"),
+    [((4, 8, 8), (2, 4, 4), (1, 2, 2)), ((6, 16, 8), (6, 8, 8), (3, 4, 4)), ((2, 12, 8), (2, 4, 4), (0, 2, 2)),
+     ((4, 4, 4), (2, 4, 4), (1, 0, 0))],
+)
+def test_shift_masks_match_reference_construction(dhw, window, shift) -> None:
+    grid = tuple(s // w for s, w in zip(dhw, window))
+    mask = full_shift_mask(grid, window, shift, CPU)
+    torch.testing.assert_close(mask, _reference_mask(dhw, window, shift), rtol=0, atol=0)
+    assert set(mask.unique().tolist()) <= {0.0, -100.0}
+
+
+def _paired_groups(mut_attn: bool, window: tuple[int, int, int], seed: int = 0) -> tuple[TMSAG, TMSAG]:
+    torch.manual_seed(seed)
+    kwargs = dict(dim=12, depth=2, num_heads=3, window_size=window, mut_attn=mut_attn, mlp_ratio=2.0,
+                  qkv_bias=True, qk_scale=None, drop_path=0.0, norm_layer=torch.nn.LayerNorm,
+                  use_checkpoint_attn=False, use_checkpoint_ffn=False)
+    sdpa, explicit = TMSAG(**kwargs, attn_impl="sdpa"), TMSAG(**kwargs, attn_impl="explicit")
+    with torch.no_grad():
+        for p in sdpa.parameters():
+            p.normal_(0, 0.3)
+    explicit.load_state_dict(sdpa.state_dict())
+    return sdpa, explicit
+
+
+@pytest.mark.parametrize(
+    ("mut_attn", "window", "dhw"),
+    [(True, (2, 4, 4), (3, 10, 12)), (False, (3, 4, 4), (5, 9, 8)), (False, (4, 4, 4), (2, 3, 12)),
+     (True, (2, 4, 4), (2, 4, 8))],
+)
+def test_sdpa_equals_explicit_outputs_and_gradients(mut_attn, window, dhw) -> None:
+    sdpa, explicit = _paired_groups(mut_attn, window)
+    x = torch.randn(2, 12, *dhw)
+    outs, grads = [], []
+    for group in (sdpa, explicit):
+        xi = x.clone().requires_grad_(True)
+        out = group(xi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in group.parameters()])
+    scale = outs[1].abs().max()
+    assert (outs[0] - outs[1]).abs().max() / scale < 1e-5
+    for g0, g1 in zip(*grads):
+        assert (g0 - g1).abs().max() <= 1e-5 * g1.abs().max() + 1e-7
+
+
+def test_full_model_sdpa_equals_explicit(tiny_kwargs: dict, randomize, tiny_clip, tiny_out) -> None:
+    """Whole network, eval mode (gradients are compared per attention group above)."""
+    explicit = randomize(VRT(**tiny_kwargs, attn_impl="explicit")).eval()  # same seed: same weights as tiny_vrt
+    with torch.no_grad():
+        out = explicit(tiny_clip)
+    assert (tiny_out - out).abs().max() / (out - tiny_clip).abs().max() < 1e-5
+
+
+def test_head_dim_padding_is_exact_on_cpu() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 6, 64, 20, generator=gen, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, 6, 64, 64, generator=gen)
+    scale = 20 ** -0.5
+    plain = padded_sdpa(q, k, v, bias, scale, None)
+    grads_plain = torch.autograd.grad(plain.sum(), (q, k, v))
+    padded = padded_sdpa(q, k, v, bias, scale, 8)
+    grads_padded = torch.autograd.grad(padded.sum(), (q, k, v))
+    assert padded.shape == (4, 6, 64, 20)
+    torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads_padded, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_head_dim_padding_in_attention_module() -> None:
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=40, window_size=(1, 8, 8), num_heads=2, qkv_bias=True, mut_attn=False)
+    x = torch.randn(3, 64, 40)
+    plain = attn(x)
+    attn.head_dim_multiple = 8  # head dim 20 -> 24
+    torch.testing.assert_close(attn(x), plain, rtol=1e-6, atol=1e-6)
+
+
+def test_masks_and_bias_indices_are_cached() -> None:
+    shift_mask_pattern.cache_clear()
+    sdpa, _ = _paired_groups(True, (2, 4, 4))
+    x = torch.randn(1, 12, 4, 8, 8)
+    with torch.no_grad():
+        sdpa(x)
+        misses = shift_mask_pattern.cache_info().misses
+        sdpa(x)
+    info = shift_mask_pattern.cache_info()
+    assert misses > 0 and info.misses == misses and info.hits > 0  # second call: no mask rebuilt
+    attn = sdpa.blocks[1].attn
+    cached = attn._index_cache[(32, CPU)]
+    with torch.no_grad():
+        sdpa(x)
+    assert attn._index_cache[(32, CPU)] is cached
