@@ -200,3 +200,54 @@ def run_steps():
 @pytest.fixture
 def make_batch():
     return toy_batch
+
+
+class FakeClock:
+    """Deterministic time: every clock read advances 1 µs, `time.sleep` advances exactly."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def perf_counter_ns(self) -> int:
+        self.ns += 1_000
+        return self.ns
+
+    def sleep(self, seconds: float) -> None:
+        self.ns += round(seconds * 1e9)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter_ns", clock.perf_counter_ns)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
+    return clock
+
+
+def all_hooks(net: nn.Module) -> list:
+    """Every hook the timer could have registered on `net`, its submodules and parameters."""
+    found = []
+    for m in net.modules():
+        for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks,
+                  m._backward_pre_hooks, m._forward_hooks_always_called):
+            found += list(d.values())
+    for p in net.parameters():
+        found += list((p._post_accumulate_grad_hooks or {}).values())
+        found += list((p._backward_hooks or {}).values())
+    glob = nn.modules.module
+    found += list(glob._global_forward_hooks.values()) + list(glob._global_forward_pre_hooks.values())
+    return found
+
+
+@pytest.fixture
+def hooks_of():
+    return all_hooks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Toy convs are tiny: intra-op threads only add contention on the shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

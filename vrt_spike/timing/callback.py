@@ -90,6 +90,7 @@ class TimingCallback(Callback):
         self._worker: dict[int, dict[str, torch.Tensor]] = {}
         self._opt_handles: list[Any] = []
         self._part = 0
+        self._batch_size: int | None = None
         self._rank = 0
         self._world = 1
 
@@ -181,7 +182,7 @@ class TimingCallback(Callback):
             self._data_block.__exit__(None, None, None)
             self._data_block = None
         step = self.timer.step
-        bsz = _batch_size(batch)
+        bsz = self._batch_size = _batch_size(batch)
         self._step_info[step] = (trainer.current_epoch, bsz)
         timings = batch.get("timings") if isinstance(batch, dict) else None
         if timings is not None:
@@ -282,7 +283,7 @@ class TimingCallback(Callback):
                 "device": str(self.timer.device), "samples_per_s": self.samples_per_s,
                 "mfu": self.mfu, "flops_per_step": self.flops_per_step,
                 "peak_flops": self.peak_flops, "steps": self.timer.step,
-                "batch_size": next(iter(self._step_info.values()), (0, None))[1]}
+                "batch_size": self._batch_size}
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, stats: list[RegionStats]) -> None:
         metrics = {f"timing/{s.region}": s.mean_ms for s in stats}

@@ -15,8 +15,6 @@ from torch import nn
 VRT_CHILDREN = ("spynet", *(f"stage{i}" for i in range(1, 9)))
 SCALES = tuple(f"scale{i}" for i in range(1, 5))
 BRANCHES = ("spike_encoder", "spike_tsa")
-# Attributes that mark a module whose children may be re-run by torch.utils.checkpoint.
-CHECKPOINT_FLAGS = ("use_checkpoint", "use_checkpoint_attn", "use_checkpoint_ffn")
 
 
 @dataclass(frozen=True)
@@ -94,30 +92,18 @@ def find_regions(net: nn.Module) -> list[Region]:
     return regions
 
 
-def checkpoint_probes(net: nn.Module, regions: list[Region]) -> list[tuple[nn.Module, Region]]:
-    """Modules that checkpointing may re-run in backward, each with its enclosing region.
-
-    A module carrying a truthy ``use_checkpoint*`` flag re-runs (some of) its children during
-    backward; hooks on those children see the recompute. Region modules are skipped: their own
-    hooks already report recompute.
-    """
-    by_path = {r.path: r for r in regions}
+def enclosing_regions(net: nn.Module, regions: list[Region]) -> dict[int, Region]:
+    """``id(module) -> deepest region containing it`` for every submodule that is not itself a
+    region module (those have their own hooks)."""
     region_ids = {id(r.module) for r in regions}
-    probes: list[tuple[nn.Module, Region]] = []
-    seen: set[int] = set()
+    by_depth = sorted(regions, key=lambda r: -len(r.path))
+    out: dict[int, Region] = {}
     for path, module in net.named_modules():
-        if not any(getattr(module, flag, False) is True for flag in CHECKPOINT_FLAGS):
+        if id(module) in region_ids:
             continue
-        enclosing = max(
-            (r for p, r in by_path.items() if p == "" or path == p or path.startswith(p + ".")),
-            key=lambda r: len(r.path),
-        )
-        for child in module.children():
-            if id(child) in region_ids or id(child) in seen:
-                continue
-            seen.add(id(child))
-            probes.append((child, enclosing))
-    return probes
+        out[id(module)] = next(r for r in by_depth
+                               if r.path == "" or path == r.path or path.startswith(r.path + "."))
+    return out
 
 
 @lru_cache(maxsize=4096)

@@ -154,8 +154,12 @@ class SummaryAccumulator:
         totals = {name: float(np.sum(v)) for name, v in self._ms.items()}
         child_total: dict[str, float] = {}
         for name, total in totals.items():
-            par = parent(name)
-            if par is not None and not name.startswith(WORKER_PREFIX):
+            if name.startswith(WORKER_PREFIX):
+                continue
+            par = parent(name)  # nearest recorded ancestor
+            while par is not None and par not in totals:
+                par = parent(par)
+            if par is not None:
                 child_total[par] = child_total.get(par, 0.0) + total
         stats = []
         for name, values in self._ms.items():

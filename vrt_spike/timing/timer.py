@@ -5,12 +5,16 @@ CUDA a ``torch.cuda.Event`` recorded on the device's current stream (resolved by
 with one synchronisation, never inside a step). Spans come from
 
 - forward pre/post hooks on the contract's named submodules (``forward``, ``forward.vrt.stage3``,
-  ...); a forward hook that fires while autograd is running backward is gradient-checkpoint
-  recompute and becomes ``backward.recompute.<region>`` instead;
+  ...); a module call while autograd is running backward is gradient-checkpoint recompute and
+  becomes ``backward.recompute.<region>`` (region = the region enclosing the module) instead.
+  Recompute of modules below the named regions is seen by process-wide module hooks that exist
+  only while the ``backward`` region is open, so the forward pass pays nothing for them;
 - ``region(name)`` blocks (``backward``, ``optimizer_step``, ``data`` ...);
 - backward spans per region (``backward.vrt.stage3``): from the moment the gradient of the
-  region's output is complete (tensor hook) to the last of: its first input's gradient complete,
-  any of its parameters' gradients accumulated (re-recorded, the last one wins);
+  region's output is complete (tensor hook) to the moment its first input's gradient is complete
+  -- or, when that input carries no gradient (rgb, spikes), to the last accumulation of the
+  region's own parameters (re-recorded, the last one wins) -- and at least to the end of its
+  sub-regions' backward;
 - ``backward.ddp_sync`` under torch.distributed with more than one process: from the last
   parameter gradient of the network to the end of the ``backward`` region, i.e. the exposed wait
   for DDP's final all-reduce (the all-reduce that overlaps with backward is not separable here).
@@ -38,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vrt_spike.timing.regions import Region, ancestors, checkpoint_probes, find_regions
+from vrt_spike.timing.regions import Region, ancestors, enclosing_regions, find_regions, parent
 
 
 class _Span:
@@ -106,12 +110,16 @@ class _RegionBlock:
 
     def __enter__(self) -> _RegionBlock:
         self.span = self.timer._open(self.name)
+        if self.name == "backward":
+            self.timer._watch_recompute(True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.timer._close(self.span)
-        if self.name == "backward" and self.timer._ddp:
-            self.timer._ddp_end = self.span.t1
+        if self.name == "backward":
+            self.timer._watch_recompute(False)
+            if self.timer._ddp:
+                self.timer._ddp_end = self.span.t1
 
 
 class _NullBlock:
@@ -164,9 +172,12 @@ class StageTimer:
         self._clock = _CudaClock(self.device) if cuda else _CpuClock()
         self._handles: list[Any] = []
         self._hooked_params: set[int] = set()
-        self._param_regions: list[tuple[nn.Parameter, tuple[str, ...]]] = []
+        # Parameters owned by each region and by none of its sub-regions.
+        self._direct_params: dict[str, list[nn.Parameter]] = {}
+        self._param_hooked: set[str] = set()  # regions whose direct parameters end their span
         self._regions: list[Region] = []
-        self._input_hooked: set[str] = set()  # regions whose end needs the input-grad hook
+        self._module_region: dict[int, Region] = {}
+        self._global_handles: list[Any] = []
         self._attached = False
         self._ddp = False
         self._step = 0
@@ -179,7 +190,9 @@ class StageTimer:
     def _new_step(self) -> None:
         self._spans: list[_Span] = []
         self._bwd: dict[str, _Span] = {}
-        self._stack: list[_Span | None] = []
+        self._stack: list[_Span] = []  # open spans (peak memory, end_step check)
+        self._rstack: list[_Span] = []  # spans opened by region module hooks
+        self._gstack: list[_Span | None] = []  # spans opened by the recompute watch
         self._recompute_open = 0
         self._ddp_end: Any = None
         self._step_peak = 0
@@ -206,46 +219,36 @@ class StageTimer:
             self._handles.append(m.register_forward_pre_hook(partial(self._region_pre, region)))
             self._handles.append(
                 m.register_forward_hook(partial(self._region_post, region), always_call=True))
-        for module, region in checkpoint_probes(net, self._regions):
-            self._handles.append(module.register_forward_pre_hook(partial(self._probe_pre, region)))
-            self._handles.append(
-                module.register_forward_hook(self._probe_post, always_call=True))
-        # Each parameter ends the backward span of every region that owns it.
-        owners: dict[int, list[str]] = {}
-        for region in self._regions:
-            if not region.suffix:
-                continue
-            for p in region.module.parameters():
-                owners.setdefault(id(p), []).append(region.backward_name)
-        self._param_regions = [(p, tuple(owners[id(p)])) for p in net.parameters() if id(p) in owners]
-        self._hook_params()
+        self._module_region = enclosing_regions(net, self._regions)
+        seen: set[int] = set()
+        for region in sorted(self._regions, key=lambda r: -len(r.path)):
+            if region.suffix:
+                params = [p for p in region.module.parameters() if id(p) not in seen]
+                seen.update(id(p) for p in params)
+                self._direct_params[region.backward_name] = params
         dist = torch.distributed
         self._ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self._attached = True
 
-    def _hook_params(self) -> None:
-        """Hook parameters that require grad and are not hooked yet (unfrozen ones included).
-
-        A region with a frozen or no parameter ends its backward span when the gradient of its
-        first input is complete instead (a tensor hook per forward call, so only where needed).
-        """
-        for p, names in self._param_regions:
+    def _hook_params(self, name: str) -> None:
+        """End `name`'s backward span at its direct parameters' gradient accumulation (for
+        regions whose input carries no gradient; re-run at collect() for unfrozen ones)."""
+        self._param_hooked.add(name)
+        for p in self._direct_params.get(name, ()):
             if p.requires_grad and id(p) not in self._hooked_params:
-                self._handles.append(p.register_post_accumulate_grad_hook(partial(self._touch_end, names)))
+                self._handles.append(p.register_post_accumulate_grad_hook(partial(self._touch_end, name)))
                 self._hooked_params.add(id(p))
-        self._input_hooked = {
-            r.backward_name for r in self._regions
-            if r.suffix and not all(p.requires_grad for p in r.module.parameters())
-            or r.suffix and next(r.module.parameters(), None) is None
-        }
 
     def detach(self) -> None:
         """Remove every hook; keeps finished steps for a last ``collect()``."""
+        self._watch_recompute(False)
+        self._module_region = {}
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self._hooked_params.clear()
-        self._param_regions = []
+        self._direct_params = {}
+        self._param_hooked = set()
         self._regions = []
         self._attached = False
 
@@ -262,7 +265,7 @@ class StageTimer:
         if self.track_memory:
             now_peak = torch.cuda.max_memory_allocated(self.device)
             for s in self._stack:
-                if s is not None and now_peak > s.peak:
+                if now_peak > s.peak:
                     s.peak = now_peak
             self._step_peak = max(self._step_peak, now_peak)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -285,7 +288,7 @@ class StageTimer:
             span.peak = peak
             self._step_peak = max(self._step_peak, peak)
             for s in self._stack:
-                if s is not None and peak > s.peak:
+                if peak > s.peak:
                     s.peak = peak
 
     def region(self, name: str) -> _RegionBlock | _NullBlock:
@@ -300,18 +303,25 @@ class StageTimer:
     def _region_pre(self, region: Region, module: nn.Module, args: tuple) -> None:
         if _in_backward():  # checkpoint recompute, not forward
             self._recompute_open += 1
-            self._open(region.recompute_name)
+            self._rstack.append(self._open(region.recompute_name))
             return
-        self._open(region.forward_name)
-        if region.backward_name in self._input_hooked and args and torch.is_grad_enabled():
-            for t in _tensors(args[0]):
+        self._rstack.append(self._open(region.forward_name))
+        if region.suffix and torch.is_grad_enabled():
+            # The region's backward ends when its first input's gradient is complete; when that
+            # input carries none (rgb, spikes), at its own parameters' last accumulation.
+            name = region.backward_name
+            hooked = False
+            for t in _tensors(args[0]) if args else ():
                 if t.requires_grad:
-                    t.register_hook(partial(self._touch_end, (region.backward_name,)))
+                    t.register_hook(partial(self._touch_end, name))
+                    hooked = True
+            if not hooked and name not in self._param_hooked:
+                self._hook_params(name)
 
     def _region_post(self, region: Region, module: nn.Module, args: tuple, output: Any) -> None:
-        span = self._stack[-1] if self._stack else None
-        if span is None:
+        if not self._rstack:  # attached while this module was running
             return
+        span = self._rstack.pop()
         self._close(span)
         if span.name == region.recompute_name:
             self._recompute_open -= 1
@@ -322,21 +332,32 @@ class StageTimer:
                 if t.requires_grad:
                     t.register_hook(hook)
 
-    def _probe_pre(self, region: Region, module: nn.Module, args: tuple) -> None:
-        if self._recompute_open == 0 and _in_backward():
-            self._recompute_open += 1
-            self._open(region.recompute_name)
-        else:
-            self._stack.append(None)
+    def _watch_recompute(self, on: bool) -> None:
+        """Process-wide module hooks, only while ``backward`` runs: they see every module that
+        checkpointing re-runs, below the named regions too."""
+        if on and self._attached and not self._global_handles:
+            self._global_handles = [
+                nn.modules.module.register_module_forward_pre_hook(self._global_pre),
+                nn.modules.module.register_module_forward_hook(self._global_post, always_call=True),
+            ]
+        elif not on:
+            for handle in self._global_handles:
+                handle.remove()
+            self._global_handles = []
 
-    def _probe_post(self, module: nn.Module, args: tuple, output: Any) -> None:
-        span = self._stack[-1] if self._stack else None
-        if span is None:
-            if self._stack:
-                self._stack.pop()
-            return
-        self._close(span)
-        self._recompute_open -= 1
+    def _global_pre(self, module: nn.Module, args: tuple) -> None:
+        region = self._module_region.get(id(module))
+        if region is not None and self._recompute_open == 0 and _in_backward():
+            self._recompute_open += 1
+            self._gstack.append(self._open(region.recompute_name))
+        else:
+            self._gstack.append(None)
+
+    def _global_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        span = self._gstack.pop() if self._gstack else None
+        if span is not None:
+            self._close(span)
+            self._recompute_open -= 1
 
     def _start_backward(self, name: str, grad: torch.Tensor) -> None:
         if name not in self._bwd:
@@ -346,18 +367,17 @@ class StageTimer:
             self._bwd[name] = span
             self._spans.append(span)
 
-    def _touch_end(self, names: tuple[str, ...], _tensor: torch.Tensor) -> None:
-        for name in names:
-            span = self._bwd.get(name)
-            if span is not None:
-                span.t1 = self._clock.remark(span.t1)
+    def _touch_end(self, name: str, _tensor: torch.Tensor) -> None:
+        span = self._bwd.get(name)
+        if span is not None:
+            span.t1 = self._clock.remark(span.t1)
 
     # ------------------------------------------------------------------ steps
     def end_step(self) -> None:
         """Close the step in progress: its wall time is the ``step`` region."""
         if not self.enabled:
             return
-        open_names = [s.name for s in self._stack if s is not None]
+        open_names = [s.name for s in self._stack]
         if open_names:
             raise RuntimeError(f"timing: end_step() while regions are still open: {open_names}")
         end = self._clock.mark()
@@ -388,7 +408,8 @@ class StageTimer:
         if not self.enabled or not self._pending:
             return []
         if self._attached:
-            self._hook_params()
+            for name in list(self._param_hooked):
+                self._hook_params(name)
         self._clock.prepare()
         rows: list[tuple] = []
         for record in self._pending:
@@ -406,27 +427,23 @@ class StageTimer:
         off = partial(self._clock.offset_ms, rec.start)
         intervals: list[tuple[str, float, float, int]] = []
         peaks: dict[str, int] = {}
-        bwd_ends: dict[str, float] = {}
-        unresolved: list[tuple[_Span, float]] = []
+        bwd: dict[str, list] = {}  # per-region backward spans: name -> [t0, t1, order]
         for s in rec.spans:
             t0 = off(s.t0)
-            if s.t1 is None:  # a backward span whose end hooks never fired
-                unresolved.append((s, t0))
+            if s.peak is None:
+                bwd[s.name] = [t0, t0 if s.t1 is None else max(off(s.t1), t0), s.order]
                 continue
-            t1 = max(off(s.t1), t0)
-            intervals.append((s.name, t0, t1, s.order))
-            if s.name.startswith("backward."):
-                bwd_ends[s.name] = t1
-            if self.track_memory and s.peak is not None:  # forward, region() and recompute spans
+            intervals.append((s.name, t0, max(off(s.t1), t0), s.order))
+            if self.track_memory:  # forward, region() and recompute spans
                 peaks[s.name] = max(peaks.get(s.name, 0), s.peak)
-        for s, t0 in unresolved:
-            # End at the last end of its backward descendants, else it is empty.
-            prefix = s.name + "."
-            t1 = max([t for n, t in bwd_ends.items() if n.startswith(prefix)] + [t0])
-            intervals.append((s.name, t0, t1, s.order))
-        if rec.ddp_end is not None and bwd_ends:
-            last_grad = max(t for n, t in bwd_ends.items()
-                            if n.count(".") == 1 and not n.startswith("backward.recompute"))
+        # A region's backward lasts at least until its sub-regions' backward ends.
+        for name in sorted(bwd, key=lambda n: -n.count(".")):
+            par = parent(name)
+            if par in bwd and bwd[name][1] > bwd[par][1]:
+                bwd[par][1] = bwd[name][1]
+        intervals += [(name, t0, t1, order) for name, (t0, t1, order) in bwd.items()]
+        if rec.ddp_end is not None and bwd:
+            last_grad = max(v[1] for n, v in bwd.items() if n.count(".") == 1)
             end = off(rec.ddp_end)
             intervals.append(("backward.ddp_sync", min(last_grad, end), end, self._order))
         ms = _attribute(intervals)
@@ -438,7 +455,7 @@ class StageTimer:
 
 def _attribute(intervals: list[tuple[str, float, float, int]]) -> dict[str, float]:
     """Credit each instant to the latest-started open span and all its dotted ancestors."""
-    credit: dict[str, float] = {name: 0.0 for name, *_ in intervals}
+    owned: dict[str, float] = {name: 0.0 for name, *_ in intervals}
     events: list[tuple[float, int, int]] = []
     for i, (_, t0, t1, _) in enumerate(intervals):
         events.append((t0, 1, i))
@@ -452,12 +469,15 @@ def _attribute(intervals: list[tuple[str, float, float, int]]) -> dict[str, floa
             while active and active[0][2] in ended:
                 heapq.heappop(active)
             if active:
-                for name in ancestors(intervals[active[0][2]][0]):
-                    credit[name] = credit.get(name, 0.0) + (t - prev)
+                owned[intervals[active[0][2]][0]] += t - prev
             prev = t
         if kind == 1:
             _, t0, _, order = intervals[i]
             heapq.heappush(active, (-t0, -order, i))
         else:
             ended.add(i)
+    credit: dict[str, float] = {}
+    for name, ms in owned.items():
+        for anc in ancestors(name):
+            credit[anc] = credit.get(anc, 0.0) + ms
     return credit

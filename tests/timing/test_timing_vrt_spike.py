@@ -1,0 +1,76 @@
+"""Every contract region is reported for the real VRTWithSpike (tiny config), with and without
+spikes, and the nesting invariant holds on the real network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from vrt_spike.models.vrt_spike import VRTWithSpike
+from vrt_spike.timing.timer import StageTimer
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
+K, T, HW = 4, 2, 40  # VRT's smallest input for the tiny window
+
+
+def tiny_model_kwargs(use_spike: bool, checkpoint: bool) -> dict:
+    """The real `model=tiny` preset, composed by Hydra like the training app does."""
+    ckpt = str(checkpoint).lower()
+    overrides = ["+model=tiny", f"+data.num_bins={K}", f"model.use_spike={use_spike}",
+                 f"model.vrt.use_checkpoint_attn={ckpt}", f"model.vrt.use_checkpoint_ffn={ckpt}",
+                 f"model.spike_tsa.use_checkpoint={ckpt}", f"model.fusion.use_checkpoint={ckpt}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(overrides=overrides)
+    kw = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in kw.items() if k not in TRAINING_KEYS}
+
+
+def contract_regions(use_spike: bool) -> set[str]:
+    parts = ["vrt", "vrt.spynet", *(f"vrt.stage{i}" for i in range(1, 9))]
+    if use_spike:
+        parts += ["spike_encoder", "spike_tsa", "fusion"]
+        parts += [f"{b}.scale{i}" for b in ("spike_encoder", "spike_tsa") for i in range(1, 5)]
+        parts += [f"fusion.stage{i}" for i in range(1, 5)]
+    return ({"step", "forward", "backward", "optimizer_step"}
+            | {f"forward.{p}" for p in parts} | {f"backward.{p}" for p in parts})
+
+
+@pytest.mark.parametrize(("use_spike", "checkpoint"), [(True, True), (False, False)],
+                         ids=["spike-checkpointed", "rgb-only"])
+def test_every_region_present_for_vrt_with_spike(use_spike, checkpoint):
+    net = VRTWithSpike(**tiny_model_kwargs(use_spike, checkpoint))
+    timer = StageTimer("cpu")
+    timer.attach(net)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+    out = net(torch.rand(1, T, 3, HW, HW), torch.rand(1, T, K, HW, HW) if use_spike else None)
+    with timer.region("backward"):
+        out.mean().backward()
+    with timer.region("optimizer_step"):
+        opt.step()
+    timer.end_step()
+    values = {region: ms for _, region, ms in timer.collect()}
+    missing = contract_regions(use_spike) - set(values)
+    assert not missing, sorted(missing)
+    if not use_spike:
+        assert not any("spike" in r or "fusion" in r for r in values)
+    recompute = {r for r in values if r.startswith("backward.recompute")}
+    if checkpoint:  # every checkpointed part re-runs in backward and is reported there only
+        assert {"backward.recompute", "backward.recompute.vrt", "backward.recompute.spike_tsa",
+                "backward.recompute.fusion"} <= recompute
+        assert {f"backward.recompute.vrt.stage{i}" for i in range(1, 9)} <= recompute
+        assert 0 < values["backward.recompute"] <= values["backward"]
+    else:  # VRT always checkpoints its second TMSA group's attention (like upstream)
+        assert recompute and all(r.startswith(("backward.recompute.vrt", "backward.recompute"))
+                                 and "spike" not in r and "fusion" not in r for r in recompute)
+    children: dict[str, float] = {}
+    for name, ms in values.items():
+        if "." in name:
+            par = name.rsplit(".", 1)[0]
+            children[par] = children.get(par, 0.0) + ms
+    for par, total in children.items():
+        assert total <= values[par] + 1e-6, par
+    timer.detach()
