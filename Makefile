@@ -29,8 +29,10 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -m ''
 
+# CPU-sized default; on a GPU run e.g. `python -m vrt_spike.bench model=baseline data.crop_size=256 ...`
 bench: install
-	$(PY) -m vrt_spike.bench
+	$(PY) -m vrt_spike.bench model=tiny data.batch_size=1 data.clip_len=3 data.crop_size=64 \
+		bench.warmup=1 bench.iters=3 bench.breakdown_steps=1
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -155,6 +155,10 @@ class FlowGuidedDeformAlign(nn.Module):
         offset = torch.cat(
             [o + f.flip(1).repeat(1, o.shape[1] // 2, 1, 1) for o, f in zip(chunks, flows)], dim=1
         )
-        return torchvision.ops.deform_conv2d(
-            x, offset, self.weight, self.bias, stride=1, padding=1, dilation=1, mask=torch.sigmoid(mask)
-        )
+        # torchvision's CPU kernel has no bf16/fp16 path and only its CUDA op upcasts under autocast:
+        # run it in fp32 on every device (what the CUDA autocast rule does).
+        with torch.autocast(x.device.type, enabled=False):
+            return torchvision.ops.deform_conv2d(
+                x.float(), offset.float(), self.weight.float(), self.bias.float(), stride=1, padding=1,
+                dilation=1, mask=torch.sigmoid(mask.float()),
+            )

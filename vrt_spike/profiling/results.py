@@ -1,0 +1,143 @@
+"""Benchmark result rows: one per configuration, appended to a CSV and a JSON-lines file.
+
+Appends are safe against concurrent writers and crashes: an exclusive `fcntl` lock on
+`.<file>.lock`, then the old content plus the new row is written to a temp file in the same folder
+and moved over the original with `os.replace` (readers see the old or the new file, never half a
+row). A CSV whose header differs from `FIELDS` is refused with an error naming the file rather than
+mixed with rows of another layout.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Column order of the CSV; the JSON-lines rows hold the same keys (stage_ms as an object).
+FIELDS: tuple[str, ...] = (
+    "timestamp", "sweep_id", "job_num", "label", "overrides",
+    "host", "device", "device_name", "torch",
+    "model", "precision", "compute_dtype", "optimizer", "checkpointing", "compile", "params",
+    "batch_size", "clip_len", "crop_size", "num_bins", "warmup", "iters",
+    "train_step_ms_median", "train_step_ms_p10", "train_step_ms_p90",
+    "train_samples_per_s", "train_frames_per_s",
+    "infer_ms_median", "infer_ms_p10", "infer_ms_p90",
+    "infer_samples_per_s", "infer_frames_per_s",
+    "train_peak_mem_mib", "infer_peak_mem_mib", "mem_kind",
+    "train_flops_per_step", "train_deform_flops", "infer_flops_per_forward",
+    "train_tflops_per_s", "infer_tflops_per_s", "peak_tflops", "peak_source",
+    "train_mfu", "infer_mfu",
+    "stage_ms",
+)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same folder and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _check_row(row: Mapping[str, Any]) -> None:
+    missing = [k for k in FIELDS if k not in row]
+    extra = [k for k in row if k not in FIELDS]
+    if missing or extra:
+        raise ValueError(f"benchmark row: missing keys {missing}, unexpected keys {extra}")
+
+
+def append_csv(path: str | Path, row: Mapping[str, Any]) -> None:
+    """Append `row` (keys exactly `FIELDS`) to the CSV at `path`, writing the header if new."""
+    _check_row(row)
+    path = Path(path)
+    with _locked(path):
+        old = path.read_text() if path.exists() else ""
+        if old:
+            header = next(csv.reader(io.StringIO(old)), [])
+            if tuple(header) != FIELDS:
+                raise ValueError(
+                    f"{path}: existing CSV header does not match this benchmark's columns "
+                    f"(expected {list(FIELDS)}, found {header}); choose another bench.out"
+                )
+            if not old.endswith("\n"):
+                raise ValueError(f"{path}: last line is incomplete; refusing to append to it")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+        if not old:
+            writer.writeheader()
+        writer.writerow({k: _csv_cell(row[k]) for k in FIELDS})
+        write_text_atomically(path, old + buf.getvalue())
+
+
+def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:
+    """Append `row` as one JSON line to `path`."""
+    _check_row(row)
+    path = Path(path)
+    with _locked(path):
+        old = path.read_text() if path.exists() else ""
+        if old and not old.endswith("\n"):
+            raise ValueError(f"{path}: last line is incomplete; refusing to append to it")
+        line = json.dumps({k: row[k] for k in FIELDS}, sort_keys=False)
+        write_text_atomically(path, old + line + "\n")
+
+
+def jsonl_path_for(csv_path: str | Path) -> Path:
+    """The JSON-lines file kept next to a CSV: `results.csv` -> `results.jsonl`."""
+    p = Path(csv_path)
+    if p.suffix != ".csv":
+        raise ValueError(f"bench.out must name a .csv file, got {str(csv_path)!r}")
+    return p.with_suffix(".jsonl")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a JSON-lines results file, in file order."""
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not a JSON row ({e})") from e
+    return rows
+
+
+def append_row(csv_path: str | Path, row: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Append `row` to `csv_path` and to its JSON-lines sibling; returns both paths."""
+    csv_path = Path(csv_path)
+    jsonl = jsonl_path_for(csv_path)
+    append_csv(csv_path, row)
+    append_jsonl(jsonl, row)
+    return csv_path, jsonl
