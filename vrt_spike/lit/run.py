@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
     module = DeblurModule(model=cfg.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.loss,
                           seed=cfg.seed, **cfg.get("module", {}))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
@@ -229,7 +229,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = _load_for_eval(cfg)
     with open_dict(cfg):
         cfg.model = module.hparams.model  # the network the checkpoint holds
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
     callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
     trainer.test(module, datamodule=datamodule)
