@@ -49,6 +49,7 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
     assert "mean (all frames)" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ~8 tiled forwards: over the fast budget on 2 shared cores
 def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(synthetic_root: Path, tmp_path: Path) -> None:
     from vrt_spike.lit.module import build_net
 
