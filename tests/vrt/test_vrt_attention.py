@@ -125,3 +125,20 @@ def test_masks_and_bias_indices_are_cached() -> None:
     with torch.no_grad():
         sdpa(x)
     assert attn._index_cache[(32, CPU)] is cached
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_pads_head_dim_20(dtype: torch.dtype) -> None:
+    """Stage-8 head dim 20 on CUDA: padded fused kernel agrees with the fp32 explicit softmax."""
+    torch.manual_seed(0)
+    fp32 = WindowAttention(dim=120, window_size=(6, 8, 8), num_heads=6, qkv_bias=True, mut_attn=False,
+                           attn_impl="explicit").cuda()
+    half = WindowAttention(dim=120, window_size=(6, 8, 8), num_heads=6, qkv_bias=True, mut_attn=False).cuda()
+    half.load_state_dict(fp32.state_dict())
+    x = torch.randn(8, 384, 120, device="cuda")
+    ref = fp32(x)
+    with torch.autocast("cuda", dtype=dtype):
+        out = half(x)
+    assert out.dtype == dtype
+    assert ((out.float() - ref).abs().max() / ref.abs().max()).item() < 2e-2

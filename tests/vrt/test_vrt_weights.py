@@ -12,16 +12,15 @@ from vrt_spike.models.vrt.warp import SpyNet
 
 
 @pytest.mark.parametrize("wrapped", [True, False])
-def test_round_trip_reproduces_outputs(tmp_path: Path, tiny_vrt: VRT, tiny_kwargs: dict, tiny_clip, tiny_out, wrapped: bool) -> None:
+def test_round_trip_restores_every_tensor(tmp_path: Path, tiny_vrt: VRT, tiny_kwargs: dict, wrapped: bool) -> None:
     state = tiny_vrt.state_dict()
     path = tmp_path / "vrt.pth"
     torch.save({"params": state} if wrapped else state, path)
     fresh = load_vrt_checkpoint(VRT(**tiny_kwargs), path).eval()
-    for k, v in fresh.state_dict().items():
+    loaded = fresh.state_dict()
+    assert loaded.keys() == state.keys()
+    for k, v in loaded.items():
         assert torch.equal(v, state[k]), k
-    if wrapped:  # one forward is enough to show the loaded network is the same function
-        with torch.no_grad():
-            torch.testing.assert_close(fresh(tiny_clip), tiny_out, rtol=0, atol=0)
 
 
 def test_mismatched_file_lists_missing_unexpected_and_shapes(tmp_path: Path, tiny_vrt: VRT, tiny_kwargs: dict) -> None:
