@@ -20,17 +20,15 @@ import csv
 import dataclasses
 import io
 import logging
-import os
 import platform
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from hydra.experimental.callback import Callback
 from torch import Tensor, nn
