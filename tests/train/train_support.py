@@ -25,7 +25,7 @@ def tiny_overrides(root: Path, steps: int = 2) -> list[str]:
         "data.num_workers=0", "data.persistent_workers=false",
         f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "trainer.limit_val_batches=2",
         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-        "scheduler.warmup_steps=1", "callbacks.timing.interval=1", "callbacks.timing.console=off",
+        "scheduler.warmup_steps=1", "callbacks.timing.interval=1", "callbacks.timing.console=off", "callbacks.timing.warmup=0",
         f"callbacks.checkpoint_last.every_n_train_steps={steps}",
     ]
 

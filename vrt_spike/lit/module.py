@@ -66,21 +66,28 @@ class DeblurModule(L.LightningModule):
         log_images: save (and send to W&B) one blur | restored | sharp frame per validation.
         tile: tiled val/test inference, :func:`~vrt_spike.models.vrt.tiling.tiled_forward` kwargs
             (``tile: [T, H, W]``, ``tile_overlap: [T, H, W]``), or None for whole frames.
+        zero_init_output: zero VRT's last convolution so training starts from output = input.
         net: an already built network (evaluation of an official checkpoint); default: built from ``model``.
     """
 
     def __init__(self, model: Mapping[str, Any], optim: Mapping[str, Any], scheduler: Mapping[str, Any] | None = None,
                  loss: Mapping[str, Any] | None = None, max_nonfinite_steps: int = 10, seed: int | None = None,
-                 log_images: bool = True, tile: Mapping[str, Any] | None = None, net: nn.Module | None = None) -> None:
+                 log_images: bool = True, tile: Mapping[str, Any] | None = None, zero_init_output: bool = False,
+                 net: nn.Module | None = None) -> None:
         super().__init__()
         model, optim = _plain(model), _plain(optim)
         scheduler, loss, tile = _plain(scheduler), _plain(loss), _plain(tile) or None
         self.save_hyperparameters({"model": model, "optim": optim, "scheduler": scheduler, "loss": loss,
                                    "max_nonfinite_steps": max_nonfinite_steps, "seed": seed,
-                                   "log_images": log_images, "tile": tile})
+                                   "log_images": log_images, "tile": tile, "zero_init_output": zero_init_output})
         if max_nonfinite_steps < 1:
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.net = net if net is not None else build_net(model)
+        if net is None and zero_init_output:
+            # VRT adds its output to the blurry input: a zero last conv starts from the identity
+            # (the input's PSNR) instead of a random residual, as a pretrained backbone would.
+            nn.init.zeros_(self.net.vrt.conv_last.weight)
+            nn.init.zeros_(self.net.vrt.conv_last.bias)
         if net is None and model.get("pretrained"):
             self.net.load_backbone_checkpoint(model["pretrained"])
         self.use_spike = bool(getattr(self.net, "use_spike", True))

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
     module = DeblurModule(model=cfg.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.loss,
                           seed=cfg.seed, **cfg.get("module", {}))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
@@ -102,8 +102,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if node._target_.endswith("WandbLogger"):  # tags from config plus the preset
                 extra["tags"] = [*(node.get("tags") or []), *([f"model={model_choice}"] if model_choice else [])]
             loggers.append(hydra.utils.instantiate(node, **extra))
-    if not loggers:
+    if not loggers:  # LearningRateMonitor needs a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _refuse_multirun_ddp(trainer)
     if trainer.is_global_zero:
@@ -196,7 +198,9 @@ def _load_for_eval(cfg: DictConfig) -> DeblurModule:
     tile = OmegaConf.to_container(cfg.module.tile, resolve=True) if cfg.module.get("tile") else None
     if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
         # A train.py checkpoint: its own model config builds the matching network.
-        module = DeblurModule.load_from_checkpoint(path, map_location="cpu", tile=tile, log_images=False)
+        hparams = {**payload["hyper_parameters"], "tile": tile, "log_images": False}
+        module = DeblurModule(**hparams)
+        module.load_state_dict(payload["state_dict"])
         log.info("loaded Lightning checkpoint %s (model config from the checkpoint)", path)
         return module
     # An official VRT release: the RGB-only baseline of the configured preset.
@@ -225,7 +229,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = _load_for_eval(cfg)
     with open_dict(cfg):
         cfg.model = module.hparams.model  # the network the checkpoint holds
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
     callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
     trainer.test(module, datamodule=datamodule)

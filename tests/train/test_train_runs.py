@@ -1,0 +1,108 @@
+"""train.py end to end from another working directory: DDP on 3 CPU processes, a 2-job multirun
+with its summary table, multirun+DDP refusal, and kill-and-resume equality."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_support import ROOT, run_script, tiny_overrides
+
+
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+
+
+def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_script("train.py", [*tiny_overrides(synthetic_root), "trainer.devices=3", f"hydra.run.dir={run_dir}"],
+                      cwd=tmp_path)
+    _ok(proc)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["status"] == "ok"
+    # ranks 1 and 2 were started by Lightning with their own job names, in the same run dir
+    assert (run_dir / "train_ddp_process_1.log").is_file() and (run_dir / "train_ddp_process_2.log").is_file()
+    assert "3 process(es)" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # nothing written relative to the caller's cwd
+
+
+def test_multirun_two_jobs_and_summary_table(synthetic_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=0.001,0.002",
+                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    _ok(proc)
+    for job in ("0", "1"):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["job"] == int(job) and summary["steps"] == 2
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    with open(sweep / "sweep_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert "optim.lr=0.001" in rows[0]["overrides"] and "optim.lr=0.002" in rows[1]["overrides"]
+    assert all(float(r["val_psnr"]) > 0 and float(r["step_time_s"]) > 0 for r in rows)
+    assert "| job | overrides | val_psnr" in proc.stdout
+
+
+def test_multirun_with_ddp_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=1e-3", "trainer.devices=2",
+                                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "multirun (-m) with trainer.devices=2" in proc.stderr + proc.stdout
+    assert not (tmp_path / "sweep" / "0" / "checkpoints").exists()
+
+
+def _resume_args(root: Path, run_dir: Path) -> list[str]:
+    # 2-batch epochs with a checkpoint at every epoch end: a resume restarts on an epoch boundary,
+    # where the module reseeds (seed + epoch) exactly as the uninterrupted run does.
+    return [*tiny_overrides(root, steps=6), "trainer.limit_train_batches=2", "callbacks.checkpoint_last.every_n_train_steps=2",
+            "trainer.deterministic=true", "seed=7", f"hydra.run.dir={run_dir}"]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, not fixed yet: the run resumed from the step-2 last.ckpt ends "
+                   "0.12 dB away from the uninterrupted run (15.33 vs 15.21 dB val/psnr on 2026-11-22)")
+def test_kill_and_resume_matches_uninterrupted(synthetic_root: Path, tmp_path: Path) -> None:
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+    _ok(run_script("train.py", _resume_args(synthetic_root, ref_dir), cwd=tmp_path))
+    reference = json.loads((ref_dir / "summary.json").read_text())
+
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_resume_args(synthetic_root, run_dir)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None and not last.is_file():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < killed_at < 6
+
+    _ok(run_script("train.py", [*_resume_args(synthetic_root, run_dir), "ckpt_path=last"], cwd=tmp_path))
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["steps"] == reference["steps"] == 6
+    for key in ("val_psnr", "val_ssim", "val_psnr_input"):
+        assert abs(resumed[key] - reference[key]) < 1e-5, (key, resumed[key], reference[key])
+    ref_w, res_w = _weights(ref_dir / "checkpoints" / "last.ckpt"), _weights(last)
+    assert ref_w.keys() == res_w.keys()
+    for name in ref_w:
+        torch.testing.assert_close(res_w[name], ref_w[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_ckpt_path_last_without_checkpoint_names_the_fix(synthetic_root: Path, tmp_path: Path) -> None:
+    proc = run_script("train.py", [*tiny_overrides(synthetic_root), "ckpt_path=last", f"hydra.run.dir={tmp_path / 'new'}"],
+                      cwd=tmp_path)
+    assert proc.returncode != 0 and "ckpt_path=last: no" in proc.stderr + proc.stdout
