@@ -69,8 +69,6 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, not fixed yet: the run resumed from the step-2 last.ckpt ends "
-                   "0.12 dB away from the uninterrupted run (15.33 vs 15.21 dB val/psnr on 2026-11-22)")
 def test_kill_and_resume_matches_uninterrupted(synthetic_root: Path, tmp_path: Path) -> None:
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     _ok(run_script("train.py", _resume_args(synthetic_root, ref_dir), cwd=tmp_path))

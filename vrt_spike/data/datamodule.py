@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from vrt_spike.data import synthesize as synth
 from vrt_spike.data.dataset import SpikeDeblurDataset
@@ -134,7 +134,13 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            # The order is drawn from the global RNG when the first batch is fetched (after the
+            # module's per-epoch reseed); the loader's own generator feeds only the workers' base
+            # seed, so creating an iterator never consumes the global RNG. Lightning creates the
+            # first iterator of a resumed run before any hook runs: with the global RNG untouched
+            # there, a resumed run draws what the uninterrupted run draws.
+            sampler=RandomSampler(dataset) if shuffle else SequentialSampler(dataset),
+            generator=torch.Generator(),
             drop_last=shuffle,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),

@@ -147,7 +147,15 @@ class DeblurModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
 
+    def on_train_start(self) -> None:
+        # A run resumed from a checkpoint saved at an epoch's last batch restarts "mid-epoch" and
+        # Lightning skips on_train_epoch_start for that first epoch: seed it here as well.
+        self._seed_epoch()
+
     def on_train_epoch_start(self) -> None:
+        self._seed_epoch()
+
+    def _seed_epoch(self) -> None:
         if self.hparams.seed is not None:
             seed_everything(int(self.hparams.seed) + self.current_epoch, workers=True, verbose=False)
 
