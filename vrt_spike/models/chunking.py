@@ -177,3 +177,18 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def validate_levels(channels_per_scale: Sequence[int], levels: Sequence[int], what: str) -> tuple[list[int], tuple[int, ...]]:
+    """Channel widths of the 4 scales and the sorted levels (1..4) a multi-scale module builds.
+
+    Shared by SpikeTemporalSA (``scales``) and the fusion (``fuse_stages``): both build one block
+    per listed level at that level's width.
+    """
+    channels = [int(c) for c in channels_per_scale]
+    if len(channels) != 4:
+        raise ValueError(f"channels_per_scale must hold 4 values, got {channels}")
+    picked = [int(s) for s in levels]
+    if not picked or len(set(picked)) != len(picked) or not set(picked) <= {1, 2, 3, 4}:
+        raise ValueError(f"{what} must be values in 1..4, distinct and at least one, got {list(levels)}")
+    return channels, tuple(sorted(picked))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from vrt_spike.models.chunking import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
-                                       map_spatial_chunks, temporal_position_encoding)
+                                       map_spatial_chunks, temporal_position_encoding, validate_levels)
 
 
 class TemporalCrossAttnFuse(nn.Module):
@@ -77,14 +77,9 @@ class MultiScaleTemporalCrossAttnFuse(nn.Module):
         use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        channels = [int(c) for c in channels_per_scale]
-        if len(channels) != 4:
-            raise ValueError(f"channels_per_scale must hold 4 values, got {channels}")
-        stages = sorted({int(s) for s in fuse_stages})
-        if len(stages) != len(list(fuse_stages)) or any(s not in (1, 2, 3, 4) for s in stages):
-            raise ValueError(f"fuse_stages must be distinct values in 1..4, got {list(fuse_stages)}")
+        channels, stages = validate_levels(channels_per_scale, fuse_stages, "fuse_stages")
         self.channels_per_scale = channels
-        self.fuse_stages = tuple(stages)
+        self.fuse_stages = stages
         chunk = ChunkConfig(chunk_size, chunk_shape, max_batch_tokens, adaptive_chunk)
         for s in stages:
             setattr(self, f"stage{s}",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from vrt_spike.models.chunking import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
-                                       map_spatial_chunks, temporal_position_encoding)
+                                       map_spatial_chunks, temporal_position_encoding, validate_levels)
 
 
 class TemporalSelfAttentionBlock(nn.Module):
@@ -62,12 +62,7 @@ class SpikeTemporalSA(nn.Module):
         scales: Sequence[int] = (1, 2, 3, 4),
     ) -> None:
         super().__init__()
-        channels = [int(c) for c in channels_per_scale]
-        if len(channels) != 4:
-            raise ValueError(f"channels_per_scale must hold 4 values, got {channels}")
-        picked = sorted({int(s) for s in scales})
-        if not picked or any(s not in (1, 2, 3, 4) for s in picked):
-            raise ValueError(f"scales must be values in 1..4, got {list(scales)}")
+        channels, picked = validate_levels(channels_per_scale, scales, "scales")
         self.channels_per_scale = channels
         self.active_scales = tuple(picked)
         chunk = ChunkConfig(chunk_size, chunk_shape, max_batch_tokens, adaptive_chunk)
