@@ -1,4 +1,8 @@
-"""VRT training step (forward + backward): SDPA vs explicit-softmax attention, time and peak memory.
+"""VRT training step (forward + backward) or inference forward: attention implementations compared.
+
+``auto`` is the default (SDPA where a fused kernel runs, explicit where SDPA would fall back to the
+same math: on CPU when the relative position bias needs a gradient); ``sdpa`` and ``explicit`` force
+one path everywhere.
 
 Each attention implementation runs in its own fresh subprocess (same seed, weights and input),
 so memory peaks do not leak from one into the other.
@@ -9,6 +13,7 @@ the RSS just before it: an approximation that includes allocator slack.
 
     python benchmarks/vrt_attention.py                      # GoPro config, 1x6x3x64x64, CPU/CUDA
     python benchmarks/vrt_attention.py --size 128 --frames 6 --dtype bf16 --device cuda
+    python benchmarks/vrt_attention.py --mode infer --impls auto explicit   # no_grad forward
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         embed_dims=[16] * 7 + [24] * 2, num_heads=[2] * 9, deformable_groups=2,
     ),
 }
+IMPLS = ["auto", "sdpa", "explicit"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -47,8 +53,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (fp32: no autocast)")
     p.add_argument("--checkpoint", action="store_true", help="use_checkpoint_attn and use_checkpoint_ffn")
-    p.add_argument("--impls", nargs="+", default=["sdpa", "explicit"], choices=["sdpa", "explicit"])
-    p.add_argument("--worker", choices=["sdpa", "explicit"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=["train", "infer"], default="train",
+                   help="train: forward + backward; infer: forward under torch.no_grad")
+    p.add_argument("--impls", nargs="+", default=["auto", "sdpa", "explicit"], choices=IMPLS)
+    p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -86,11 +94,15 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = VRT(**CONFIGS[args.config], attn_impl=args.worker, use_checkpoint_attn=args.checkpoint,
-                use_checkpoint_ffn=args.checkpoint).to(device).train()
+                use_checkpoint_ffn=args.checkpoint).to(device).train(args.mode == "train")
     x = torch.rand(args.batch, args.frames, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
     dtype = DTYPES[args.dtype]
 
     def step() -> None:
+        if args.mode == "infer":
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                model(x)
+            return
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = (model(x) - x).abs().mean()
         loss.backward()
@@ -140,16 +152,19 @@ def main(argv: list[str] | None = None) -> None:
             raise RuntimeError(f"benchmark worker for {impl} failed:\n{proc.stderr}")
         results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
     shape = (args.batch, args.frames, 3, args.size, args.size)
-    print(f"VRT config={args.config} input={shape} device={args.device} dtype={args.dtype} "
+    print(f"VRT config={args.config} mode={args.mode} input={shape} device={args.device} dtype={args.dtype} "
           f"checkpoint={args.checkpoint} steps={args.steps} (warmup {args.warmup})")
     print(f"memory: {next(iter(results.values()))['memory']}")
-    print(f"{'attention':<10} {'fwd+bwd median s':>17} {'peak MiB':>10}")
+    what = "fwd+bwd" if args.mode == "train" else "forward"
+    print(f"{'attention':<10} {what + ' median s':>17} {'peak MiB':>10}")
     for impl, r in results.items():
         print(f"{impl:<10} {r['median_s']:>17.3f} {r['peak_mib']:>10.1f}")
-    if {"sdpa", "explicit"} <= results.keys():
-        s, e = results["sdpa"], results["explicit"]
-        print(f"sdpa vs explicit: time x{e['median_s'] / s['median_s']:.2f} faster, "
-              f"memory x{e['peak_mib'] / max(s['peak_mib'], 1e-9):.2f} lower")
+    if "explicit" in results:
+        e = results["explicit"]
+        for impl in (i for i in results if i != "explicit"):
+            r = results[impl]
+            print(f"{impl} vs explicit: time x{e['median_s'] / r['median_s']:.2f} faster, "
+                  f"memory x{e['peak_mib'] / max(r['peak_mib'], 1e-9):.2f} lower")
 
 
 if __name__ == "__main__":
