@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lightning.pytorch.loggers import Logger
+
 from vrt_spike.timing.callback import TimingCallback
 from vrt_spike.timing.table import read_rows, read_summary
 
@@ -25,6 +27,28 @@ class ToyData(torch.utils.data.Dataset):
         sample = {k: v[0] for k, v in self.make_batch().items()}
         sample["timings"] = {"read_png": torch.tensor(1.5), "decode_spike": torch.tensor(2.0 + i)}
         return sample
+
+
+class RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, dict]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
 
 
 class ToyLit(pl.LightningModule):
@@ -65,7 +89,8 @@ def test_fit_writes_table_logs_and_console(tmp_path, toy_net_cls, make_batch, fa
     net = toy_net_cls()
     net.vrt.stage8[0].sleep_ms = 20
     cb = TimingCallback(interval=3, console="plain", flops_per_step=2e9, peak_flops=1e12)
-    trainer = fit(tmp_path, ToyLit(net, val_sleep_ms=1000), cb, make_batch)
+    logger = RecordingLogger()
+    fit(tmp_path, ToyLit(net, val_sleep_ms=1000), cb, make_batch, logger=logger)
     rows = read_rows(tmp_path)
     assert len(list((tmp_path / "timing" / "rows").glob("part-*.csv"))) == 3  # steps 0-2, 3-5, 6-7
     steps = sorted({r.step for r in rows})
@@ -83,7 +108,9 @@ def test_fit_writes_table_logs_and_console(tmp_path, toy_net_cls, make_batch, fa
     assert by[1, "data.decode_spike"] == (2 + 2) + (2 + 3)
     summary = {s.region: s for s in read_summary(tmp_path)}
     assert summary["step"].n == 7  # warm-up step 0 left out
-    metrics = trainer.callback_metrics
+    timing_logs = [(step, m) for step, m in logger.calls if "timing/step" in m]
+    assert [step for step, _ in timing_logs] == [3, 6]  # global step after each full interval
+    metrics = timing_logs[-1][1]
     assert 20 <= float(metrics["timing/forward.vrt.stage8"]) < 21
     step_ms = [by[s, "step"] for s in (3, 4, 5)]  # the last logged interval
     assert float(metrics["timing/step"]) == pytest.approx(sum(step_ms) / 3, rel=1e-5)

@@ -168,9 +168,10 @@ class SummaryAccumulator:
             # Per-step means: a region may be absent from some steps (no optimizer step while
             # accumulating gradients), so exclusive time is averaged over all steps.
             denom = n_steps if n_steps else len(v)
+            p50, p90 = np.percentile(v, (50, 90))
             stats.append(RegionStats(
                 region=name, n=len(v), mean_ms=float(v.mean()),
-                p50_ms=float(np.percentile(v, 50)), p90_ms=float(np.percentile(v, 90)),
+                p50_ms=float(p50), p90_ms=float(p90),
                 min_ms=float(v.min()), max_ms=float(v.max()),
                 share_of_step=totals[name] / step_total if step_total else float("nan"),
                 self_ms=max(self_total, 0.0) / denom,
