@@ -39,7 +39,7 @@ from vrt_spike.data.spike_io import write_dat
 __all__ = ["SynthConfig", "Scene", "MANIFEST", "synthesize", "is_complete", "main"]
 
 MANIFEST = "manifest.json"
-_FORMAT = "vrt-spike-synthetic/1"
+_FORMAT = "vrt-spike-synthetic/2"  # /2: luminance-dominant textures
 _CLIP_PREFIX = "synth_"
 
 
@@ -54,7 +54,7 @@ class SynthConfig:
     height: int = 128
     width: int = 128
     sub_frames: int = 7
-    spike_steps: int = 8
+    spike_steps: int = 32  # spike frames per sub-frame; a 20 kHz spike camera vs 240 fps sub-frames is ~80
     spike_scale: int = 2
     threshold: float = 2.0
     gain: float = 1.0
@@ -91,11 +91,11 @@ def _pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return xs, ys
 
 
-def _smooth_noise(rng: np.random.Generator, size: int) -> torch.Tensor:
-    """``(3, size, size)`` multi-octave colour noise in [0, 1]."""
-    out = torch.zeros(1, 3, size, size, dtype=torch.float32)
-    for octave in (4, 8, 16, 32):
-        coarse = torch.from_numpy(rng.standard_normal((1, 3, octave, octave)).astype(np.float32))
+def _smooth_noise(rng: np.random.Generator, size: int, channels: int, octaves: tuple[int, ...]) -> torch.Tensor:
+    """``(channels, size, size)`` multi-octave noise in [0, 1] (finer octaves weaker, 1/f-like)."""
+    out = torch.zeros(1, channels, size, size, dtype=torch.float32)
+    for octave in octaves:
+        coarse = torch.from_numpy(rng.standard_normal((1, channels, octave, octave)).astype(np.float32))
         out += F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False) * (8.0 / octave) ** 0.5
     out = out[0]
     lo = out.amin(dim=(1, 2), keepdim=True)
@@ -104,9 +104,9 @@ def _smooth_noise(rng: np.random.Generator, size: int) -> torch.Tensor:
 
 
 def _pattern(rng: np.random.Generator, size: int) -> torch.Tensor:
-    """``(3, size, size)`` sharp-edged two-colour pattern (stripes or checkerboard)."""
+    """``(1, size, size)`` sharp-edged two-level brightness pattern (stripes or checkerboard)."""
     xs, ys = _pixel_grid(size, size)
-    c0, c1 = (torch.from_numpy(rng.uniform(0.05, 0.95, 3)).view(3, 1, 1) for _ in range(2))
+    b0, b1 = rng.uniform(0.05, 1.0, 2)
     if rng.random() < 0.5:
         angle = rng.uniform(0, np.pi)
         period = rng.uniform(size / 16, size / 5)
@@ -114,12 +114,20 @@ def _pattern(rng: np.random.Generator, size: int) -> torch.Tensor:
     else:
         cell = int(rng.integers(max(2, size // 16), max(3, size // 5)))
         mask = ((xs // cell + ys // cell) % 2) == 0
-    return torch.where(mask, c0, c1).float()
+    return torch.where(mask, float(b0), float(b1)).unsqueeze(0).float()
 
 
 def _texture(rng: np.random.Generator, size: int) -> torch.Tensor:
+    """``(3, size, size)``: brightness detail (edges + fine noise) tinted by a smooth colour field.
+
+    Natural images keep most of their detail in luminance and vary slowly in colour; the monochrome
+    spike camera sees only luminance, so colour edges it cannot see would make the spikes look
+    less useful than they are on real footage.
+    """
     mix = rng.uniform(0.3, 0.7)
-    return (mix * _smooth_noise(rng, size) + (1 - mix) * _pattern(rng, size)).clamp(0, 1)
+    detail = mix * _smooth_noise(rng, size, 1, (4, 8, 16, 32)) + (1 - mix) * _pattern(rng, size)
+    tint = 0.35 + 0.65 * _smooth_noise(rng, size, 3, (2, 4))
+    return (detail * tint).clamp(0, 1)
 
 
 def _shape_alpha(rng: np.random.Generator, size: int) -> torch.Tensor:
