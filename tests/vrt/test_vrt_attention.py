@@ -11,7 +11,6 @@ from vrt_spike.models.vrt.attention import (
     WindowAttention,
     full_shift_mask,
     padded_sdpa,
-    sdpa_is_fused,
     shift_mask_pattern,
     window_partition,
 )
@@ -77,49 +76,6 @@ def test_sdpa_equals_explicit_outputs_and_gradients(mut_attn, window, dhw) -> No
     assert (outs[0] - outs[1]).abs().max() / scale < 1e-5
     for g0, g1 in zip(*grads):
         assert (g0 - g1).abs().max() <= 1e-5 * g1.abs().max() + 1e-7
-
-
-def test_sdpa_is_fused_only_where_cpu_sdpa_has_a_kernel() -> None:
-    q = torch.randn(2, 3, 16, 4)
-    bias = torch.zeros(1, 3, 16, 16, requires_grad=True)
-    assert not sdpa_is_fused(q, bias)  # CPU training: no gradient for the mask in the flash kernel
-    assert sdpa_is_fused(q, bias.detach())
-    assert sdpa_is_fused(q, None)
-    with torch.no_grad():
-        assert sdpa_is_fused(q, bias)
-
-
-def _attention_ops(group: TMSAG, train: bool) -> dict[str, int]:
-    x = torch.randn(1, 12, 2, 8, 8, requires_grad=train)
-    with torch.profiler.profile() as prof:
-        if train:
-            group(x).sum().backward()
-        else:
-            with torch.no_grad():
-                group(x)
-    return {e.key: e.count for e in prof.key_averages()}
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_auto_attention_never_takes_the_sdpa_math_fallback(train: bool) -> None:
-    """``auto`` on CPU: the bias-carrying self attention goes explicit in training, everything
-    else (mutual attention, all of inference) through the fused flash kernel; ``sdpa`` forced
-    falls back to ``_scaled_dot_product_attention_math`` for the biased calls in training."""
-    sdpa, _ = _paired_groups(True, (2, 4, 4))
-    forced = _attention_ops(sdpa, train)
-    sdpa.apply(lambda m: setattr(m, "attn_impl", "auto") if isinstance(m, WindowAttention) else None)
-    auto = _attention_ops(sdpa, train)
-    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
-    math = "aten::_scaled_dot_product_attention_math"
-    assert math not in auto
-    if train:
-        assert forced.get(math, 0) > 0
-        # 2 blocks x (2 mutual calls, each split into the shift-mask groups) stay fused; the
-        # 2 biased self-attention calls go explicit (one softmax each).
-        assert auto[flash] > 0 and auto[flash + "_backward"] == auto[flash]
-        assert auto["aten::softmax"] == 2
-    else:
-        assert auto[flash] == forced[flash] > 0 and "aten::softmax" not in auto
 
 
 def test_full_model_sdpa_equals_explicit(tiny_kwargs: dict, randomize, tiny_clip, tiny_out) -> None:

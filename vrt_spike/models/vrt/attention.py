@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-AttnImpl = Literal["auto", "sdpa", "explicit"]
+AttnImpl = Literal["sdpa", "explicit"]
 SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of fully masked rows
 
 
@@ -138,20 +138,6 @@ class ShiftedWindows:
         ]
 
 
-def sdpa_is_fused(q: Tensor, attn_bias: Tensor | None) -> bool:
-    """Whether SDPA runs a fused kernel here, i.e. keeps no ``(N, N)`` score tensor for backward.
-
-    CUDA's memory-efficient kernel takes an additive bias and returns its gradient. PyTorch's CPU
-    flash kernel takes a mask but has no gradient for it: with a bias that needs one (the learned
-    relative position bias, in training) SDPA falls back to its math path, which materialises the
-    scores like explicit attention and, split per mask group, ran 1.9x slower than it
-    (docs/PERFORMANCE.md, "VRT attention").
-    """
-    if q.is_cuda:
-        return True
-    return attn_bias is None or not (torch.is_grad_enabled() and attn_bias.requires_grad)
-
-
 def padded_sdpa(
     q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float, head_dim_multiple: int | None
 ) -> Tensor:
@@ -178,9 +164,8 @@ class WindowAttention(nn.Module):
         qkv_bias: bias of the q/k/v projections.
         qk_scale: overrides ``head_dim ** -0.5``.
         mut_attn: add mutual attention (frame 1 <-> frame 2 of a 2-frame window).
-        attn_impl: ``"sdpa"`` (fused kernels), ``"explicit"`` (softmax of the full score tensor,
-            as the official code does) or ``"auto"``: SDPA wherever it runs a fused kernel
-            (:func:`sdpa_is_fused`), explicit where SDPA would only fall back to the same math.
+        attn_impl: ``"sdpa"`` (fused kernels) or ``"explicit"`` (softmax of the full score tensor,
+            as the official code does).
 
     Input ``(B * nW, N, C)`` -> output ``(B * nW, N, C)``.
     """
@@ -195,11 +180,11 @@ class WindowAttention(nn.Module):
         qkv_bias: bool = False,
         qk_scale: float | None = None,
         mut_attn: bool = True,
-        attn_impl: AttnImpl = "auto",
+        attn_impl: AttnImpl = "sdpa",
     ) -> None:
         super().__init__()
-        if attn_impl not in ("auto", "sdpa", "explicit"):
-            raise ValueError(f"attn_impl must be 'auto', 'sdpa' or 'explicit', got {attn_impl!r}")
+        if attn_impl not in ("sdpa", "explicit"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {attn_impl!r}")
         self.dim = dim
         self.window_size = tuple(window_size)
         self.num_heads = num_heads
@@ -248,10 +233,7 @@ class WindowAttention(nn.Module):
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
     ) -> Tensor:
         """Attention of ``(B * nW, nH, n, d)`` tensors -> ``(B * nW, n, nH * d)``."""
-        impl = self.attn_impl
-        if impl == "auto":
-            impl = "sdpa" if sdpa_is_fused(q, bias) else "explicit"
-        if impl == "explicit":
+        if self.attn_impl == "explicit":
             out = self._explicit(q, k, v, windows, bias, n)
         else:
             out = self._sdpa(q, k, v, windows, bias, n)

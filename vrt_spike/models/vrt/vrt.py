@@ -31,9 +31,8 @@ class VRT(nn.Module):
 
     Arguments keep the official names and meanings (see upstream ``network_vrt.VRT``); the
     defaults are upstream's. ``img_size`` does not constrain the input (it only documents the
-    training size). ``attn_impl`` picks ``"sdpa"``, the ``"explicit"`` softmax
-    reference, or ``"auto"`` (default: SDPA wherever a fused kernel runs, see
-    :func:`~vrt_spike.models.vrt.attention.sdpa_is_fused`). Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented.
+    training size). ``attn_impl`` picks ``"sdpa"`` (default) or the ``"explicit"`` softmax
+    reference. Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented.
 
     Input: ``T >= 2``; ``H`` and ``W`` multiples of 8, at least :attr:`min_input_hw` (40 and
     ``8 * window_size``: SpyNet's pyramid and the 1/8-scale mutual attention need it). Use
@@ -66,7 +65,7 @@ class VRT(nn.Module):
         use_checkpoint_ffn: bool = False,
         no_checkpoint_attn_blocks: Sequence[int] = (),
         no_checkpoint_ffn_blocks: Sequence[int] = (),
-        attn_impl: AttnImpl = "auto",
+        attn_impl: AttnImpl = "sdpa",
     ) -> None:
         super().__init__()
         if upscale != 1:
