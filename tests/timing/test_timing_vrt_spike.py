@@ -17,10 +17,10 @@ TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
 K, T, HW = 4, 2, 40  # VRT's smallest input for the tiny window
 
 
-def tiny_model_kwargs(use_spike: bool, checkpoint: bool) -> dict:
+def tiny_model_kwargs(use_spike: bool, checkpoint: bool, extra: tuple[str, ...] = ()) -> dict:
     """The real `model=tiny` preset, composed by Hydra like the training app does."""
     ckpt = str(checkpoint).lower()
-    overrides = ["+model=tiny", f"+data.num_bins={K}", f"model.use_spike={use_spike}",
+    overrides = ["+model=tiny", f"+data.num_bins={K}", f"model.use_spike={use_spike}", *extra,
                  f"model.vrt.use_checkpoint_attn={ckpt}", f"model.vrt.use_checkpoint_ffn={ckpt}",
                  f"model.spike_tsa.use_checkpoint={ckpt}", f"model.fusion.use_checkpoint={ckpt}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -73,4 +73,21 @@ def test_every_region_present_for_vrt_with_spike(use_spike, checkpoint):
             children[par] = children.get(par, 0.0) + ms
     for par, total in children.items():
         assert total <= values[par] + 1e-6, par
+    timer.detach()
+
+
+def test_regions_follow_the_fused_stages_like_model_fast():
+    """`model=fast` skips stage-1 fusion: spike_tsa and fusion exist only for stages 2-4 (the
+    encoder still computes scale 1 on the way down); timing reports exactly those."""
+    net = VRTWithSpike(**tiny_model_kwargs(True, False, ("model.fuse_stages=[2,3,4]",)))
+    timer = StageTimer("cpu")
+    timer.attach(net)
+    net(torch.rand(1, T, 3, HW, HW), torch.rand(1, T, K, HW, HW)).mean().backward()
+    timer.end_step()
+    forward = {region for _, region, _ in timer.collect() if region.startswith("forward.")}
+    assert {r for r in forward if r.startswith("forward.spike_tsa.")} == {
+        f"forward.spike_tsa.scale{i}" for i in (2, 3, 4)}
+    assert {r for r in forward if r.startswith("forward.fusion.")} == {
+        f"forward.fusion.stage{i}" for i in (2, 3, 4)}
+    assert {f"forward.spike_encoder.scale{i}" for i in range(1, 5)} <= forward
     timer.detach()

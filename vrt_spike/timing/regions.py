@@ -68,9 +68,15 @@ def find_regions(net: nn.Module) -> list[Region]:
         mod = _child(net, branch)
         if mod is None:
             continue
-        _require(mod, branch, SCALES)
+        # Only the scales a fusion reads are built (model=fast skips stage 1: scale2..4).
+        scales = [s for s in SCALES if _child(mod, s) is not None]
+        if not scales:
+            raise ValueError(
+                f"timing: submodule '{branch}' of the network has none of the contract's children "
+                f"{list(SCALES)} (found {list(mod._modules)})"
+            )
         regions.append(Region(branch, branch, mod))
-        regions += [Region(f"{branch}.{s}", f"{branch}.{s}", _child(mod, s)) for s in SCALES]
+        regions += [Region(f"{branch}.{s}", f"{branch}.{s}", _child(mod, s)) for s in scales]
     fusion = _child(net, "fusion")
     if fusion is not None:
         stages = sorted(
