@@ -154,7 +154,8 @@ class VRT(nn.Module):
         return max(m * self.window_size[1], spynet_min), max(m * self.window_size[2], spynet_min)
 
     def check_input(self, x: Tensor) -> None:
-        """Raise ValueError unless ``x`` is ``(B, T >= 2, in_chans, H, W)`` with a supported H, W."""
+        """Raise ValueError unless ``x`` is ``(B, T >= 2, in_chans, H, W)`` with a supported H, W
+        (and, on CPU, finite)."""
         if x.ndim != 5:
             raise ValueError(f"VRT expects (B, T, {self.in_chans}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
         _, t, c, h, w = x.shape
@@ -169,6 +170,13 @@ class VRT(nn.Module):
                 f"VRT expects H, W multiples of {factor} and at least ({min_h}, {min_w}) for window_size "
                 f"{list(self.window_size)}, got H={h}, W={w} (shape {tuple(x.shape)}); pad the input or use tiled_forward"
             )
+        # torchvision's CPU deform_conv2d crashes the process (SIGSEGV) on NaN offsets, which a
+        # non-finite input produces through SpyNet. On CUDA the check would cost a host sync per
+        # step, and nothing crashes there.
+        if not x.is_cuda and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"VRT input of shape {tuple(x.shape)} has {bad} non-finite values (NaN/Inf); "
+                             "expected finite values in [0, 1]")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, stage_hook: StageHook | None = None) -> Tensor:
