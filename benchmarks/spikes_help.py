@@ -46,10 +46,8 @@ class Setup:
     num_bins: int = 8
     lr: float = 2e-3
     seed: int = 0
-    # Longer exposures and faster motion than the demo dataset: the regime spikes are for, where
-    # blur has destroyed the edges the RGB-only model would need.
-    synth: SynthConfig = SynthConfig(seed=0, train_clips=6, test_clips=2, frames=8, height=96, width=96,
-                                     sub_frames=8, object_speed=8.0, camera_speed=4.0)
+    # The default physics (exposure, motion, spike rate) on smaller clips.
+    synth: SynthConfig = SynthConfig(seed=0, train_clips=6, test_clips=2, frames=8, height=96, width=96)
 
 
 def load_split(root: Path, split: str, setup: Setup) -> dict[str, Tensor]:

@@ -53,15 +53,15 @@ class SynthConfig:
     frames: int = 16
     height: int = 128
     width: int = 128
-    sub_frames: int = 7
+    sub_frames: int = 8
     spike_steps: int = 32  # spike frames per sub-frame; a 20 kHz spike camera vs 240 fps sub-frames is ~80
     spike_scale: int = 2
     threshold: float = 2.0
     gain: float = 1.0
     noise_std: float = 0.02
     objects: int = 3
-    object_speed: float = 5.0
-    camera_speed: float = 3.0
+    object_speed: float = 8.0
+    camera_speed: float = 4.0
 
     def __post_init__(self) -> None:
         for name in ("train_clips", "test_clips"):
