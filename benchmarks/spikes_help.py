@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from vrt_spike.data.dataset import SpikeDeblurDataset
-from vrt_spike.data.synthesize import SynthConfig, synthesize
+from vrt_spike.data.synthesize import MANIFEST, SynthConfig, synthesize
 from vrt_spike.models.vrt_spike import VRTWithSpike
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +53,12 @@ class Setup:
 
 
 def load_split(root: Path, split: str, setup: Setup) -> dict[str, Tensor]:
-    """Whole clips of one split as ``blur/sharp (N, F, 3, H, W)``, ``spike (N, F, K, H, W)``."""
-    ds = SpikeDeblurDataset(root, split, clip_len=setup.synth.frames, crop_size=None, num_bins=setup.num_bins,
-                            stride=setup.synth.frames)
+    """Whole clips of one split as ``blur/sharp (N, F, 3, H, W)``, ``spike (N, F, K, H, W)``.
+
+    F comes from the dataset's manifest, so worker processes and ``--data`` need no synth flags.
+    """
+    frames = int(json.loads((root / MANIFEST).read_text())["config"]["frames"])
+    ds = SpikeDeblurDataset(root, split, clip_len=frames, crop_size=None, num_bins=setup.num_bins, stride=frames)
     samples = [ds[i] for i in range(len(ds))]
     return {key: torch.stack([s[key] for s in samples]) for key in ("blur", "sharp", "spike")}
 
@@ -128,12 +133,16 @@ def train(net: VRTWithSpike, data: dict[str, Tensor], setup: Setup, log_every: i
 VARIANTS = {"spike": ("spike_psnr", True), "rgb": ("rgb_only_psnr", False)}
 
 
-def _load_data(setup: Setup, data_root: Path | None) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+@contextmanager
+def dataset_root(setup: Setup, data_root: Path | None) -> Iterator[Path]:
+    """`data_root`, or a dataset built from ``setup.synth`` in a temp dir removed on exit."""
+    if data_root is not None:
+        yield Path(data_root)
+        return
     with tempfile.TemporaryDirectory(prefix="spikes_help_") as tmp:
-        root = Path(data_root) if data_root is not None else Path(tmp) / "synthetic"
-        if data_root is None:
-            synthesize(root, setup.synth)
-        return load_split(root, "train", setup), val_windows(load_split(root, "test", setup), setup)
+        root = Path(tmp) / "synthetic"
+        synthesize(root, setup.synth)
+        yield root
 
 
 def run(setup: Setup = Setup(), data_root: Path | None = None, log_every: int = 0,
@@ -143,7 +152,9 @@ def run(setup: Setup = Setup(), data_root: Path | None = None, log_every: int = 
     Returns ``blur_psnr``, ``spike_psnr`` and/or ``rgb_only_psnr`` (dB) and ``seconds``.
     """
     start = time.perf_counter()
-    train_data, windows = _load_data(setup, data_root)
+    with dataset_root(setup, data_root) as root:
+        train_data = load_split(root, "train", setup)
+        windows = val_windows(load_split(root, "test", setup), setup)
     result = {"blur_psnr": evaluate(None, windows)}
     for name, use_spike in (VARIANTS[v] for v in variants):
         net = build_tiny(setup, use_spike)
@@ -163,10 +174,7 @@ def _setup_args(setup: Setup) -> list[str]:
 def run_parallel(setup: Setup = Setup(), data_root: Path | None = None) -> dict[str, float]:
     """Both variants at once, each in a single-threaded worker process; same keys as :func:`run`."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="spikes_help_") as tmp:
-        root = Path(data_root) if data_root is not None else Path(tmp) / "synthetic"
-        if data_root is None:
-            synthesize(root, setup.synth)
+    with dataset_root(setup, data_root) as root:
         procs = {v: subprocess.Popen(
             [sys.executable, __file__, *_setup_args(setup), "--data", str(root), "--only", v, "--threads", "1",
              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in VARIANTS}
