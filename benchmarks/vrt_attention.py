@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "gopro": dict(
@@ -84,6 +85,26 @@ class _RssPeak:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops one step dispatches below autograd (each is at least one kernel launch
+    on a GPU, so the count measures launch overhead), and which attention kernels ran: the fused
+    SDPA kernels by name, and ``softmax`` for every unfused attention (the explicit path's
+    ``_softmax`` and SDPA's math fallback, which decomposes into matmuls + ``_safe_softmax``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = self.fused = self.softmax = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        self.ops += 1
+        if "_scaled_dot_product" in name and not name.endswith("_backward"):
+            self.fused += 1
+        elif name in ("aten::_softmax", "aten::_safe_softmax"):
+            self.softmax += 1
+        return func(*args, **(kwargs or {}))
+
+
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from vrt_spike.models.vrt import VRT
 
@@ -131,8 +152,12 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
         peak = rss.peak - rss.baseline
         mem_kind = "peak RSS above the pre-step RSS (psutil, sampled)"
+    counter = _OpCounter()
+    with counter:  # one more step, untimed: the mode's Python hook would distort the timing
+        step()
+    sync()
     return {"impl": args.worker, "median_s": statistics.median(times), "times_s": times, "peak_mib": peak / 2**20,
-            "memory": mem_kind}
+            "memory": mem_kind, "ops": counter.ops, "fused_attn": counter.fused, "softmax": counter.softmax}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,9 +177,10 @@ def main(argv: list[str] | None = None) -> None:
           f"checkpoint={args.checkpoint} steps={args.steps} (warmup {args.warmup})")
     print(f"memory: {next(iter(results.values()))['memory']}")
     what = "fwd+bwd" if args.mode == "train" else "forward"
-    print(f"{'attention':<10} {what + ' median s':>17} {'peak MiB':>10}")
+    print("ops: aten ops per step; fused: fused SDPA forward calls; softmax: unfused attentions")
+    print(f"{'attention':<10} {what + ' median s':>17} {'peak MiB':>10} {'ops':>8} {'fused':>6} {'softmax':>8}")
     for impl, r in results.items():
-        print(f"{impl:<10} {r['median_s']:>17.3f} {r['peak_mib']:>10.1f}")
+        print(f"{impl:<10} {r['median_s']:>17.3f} {r['peak_mib']:>10.1f} {r['ops']:>8} {r['fused_attn']:>6} {r['softmax']:>8}")
     if {"sdpa", "explicit"} <= results.keys():
         s, e = results["sdpa"], results["explicit"]
         print(f"sdpa vs explicit: time x{e['median_s'] / s['median_s']:.2f} faster, "

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vrt_spike.models.vrt import VRT
 from vrt_spike.models.vrt.attention import (
     WindowAttention,
+    ShiftedWindows,
     full_shift_mask,
+    group_masks,
+    group_order,
     padded_sdpa,
     shift_mask_pattern,
     window_partition,
@@ -111,20 +116,63 @@ def test_head_dim_padding_in_attention_module() -> None:
 
 
 def test_masks_and_bias_indices_are_cached() -> None:
-    shift_mask_pattern.cache_clear()
+    for cache in (shift_mask_pattern, group_masks, group_order):
+        cache.cache_clear()
     sdpa, _ = _paired_groups(True, (2, 4, 4))
     x = torch.randn(1, 12, 4, 8, 8)
     with torch.no_grad():
         sdpa(x)
-        misses = shift_mask_pattern.cache_info().misses
+        misses = [cache.cache_info().misses for cache in (shift_mask_pattern, group_masks, group_order)]
         sdpa(x)
-    info = shift_mask_pattern.cache_info()
-    assert misses > 0 and info.misses == misses and info.hits > 0  # second call: no mask rebuilt
+    assert all(m > 0 for m in misses)
+    for cache, first_misses in zip((shift_mask_pattern, group_masks, group_order), misses):
+        assert cache.cache_info().misses == first_misses  # second call: nothing rebuilt
     attn = sdpa.blocks[1].attn
     cached = attn._index_cache[(32, CPU)]
     with torch.no_grad():
         sdpa(x)
     assert attn._index_cache[(32, CPU)] is cached
+
+
+@pytest.mark.parametrize(("grid", "shift"), [((3, 2, 4), (1, 2, 0)), ((2, 3, 3), (1, 2, 2)), ((1, 1, 5), (0, 0, 2))])
+def test_group_order_makes_each_mask_group_contiguous(grid, shift) -> None:
+    window, batch = (2, 4, 4), 2
+    windows = ShiftedWindows(grid, window, shift)
+    order, inverse, sizes = group_order(windows, batch, CPU)
+    assert sorted(order.tolist()) == list(range(batch * math.prod(grid)))
+    ids = torch.arange(order.numel())
+    assert torch.equal(ids[order][inverse], ids)
+    per_window = full_shift_mask(grid, window, shift, CPU).repeat(batch, 1, 1)  # (B * nW, N, N), (b, d, h, w) order
+    expected = group_masks(windows, math.prod(window), CPU, torch.float32)
+    assert len(sizes) == expected.shape[0] and sum(sizes) == order.numel()
+    for block, mask in zip(per_window[order].split(sizes), expected):
+        assert torch.equal(block, mask.expand_as(block))
+
+
+class _SdpaMaskRecorder(TorchDispatchMode):
+    """Records the ``attn_mask`` of every fused SDPA call below autograd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks: list[torch.Tensor | None] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "scaled_dot_product" in func.name():
+            self.masks.append(kwargs.get("attn_mask"))
+        return func(*args, **kwargs)
+
+
+def test_every_sdpa_mask_has_a_unit_stride_last_dim(tiny_vrt: VRT, tiny_clip) -> None:
+    """CUDA's fused kernels refuse a mask whose last dim is strided and fall back to the math
+    kernel (an N x N score tensor); CPU accepts any stride, so check the layout itself."""
+    recorder = _SdpaMaskRecorder()
+    with torch.no_grad(), recorder:
+        tiny_vrt(tiny_clip)
+    masks = [m for m in recorder.masks if m is not None]
+    assert len(masks) > 20  # self attention (bias, bias + shift mask) and shifted mutual attention
+    strides = sorted({m.stride()[-1] for m in masks})
+    assert strides == [1], f"attn_mask last-dim strides {strides}"
 
 
 @pytest.mark.cuda

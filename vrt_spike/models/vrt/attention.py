@@ -5,8 +5,10 @@ attention reuses the top-left quarter of the shift mask; relative-position indic
 ``[:N, :N]`` when a window shrinks). The fast path runs
 :func:`torch.nn.functional.scaled_dot_product_attention` once per *mask pattern*: in a shifted
 window grid only the last window along each axis sees a non-zero mask, so at most 8 patterns
-exist and each is a small ``(N, N)`` tensor shared by all windows of its group. No
-``(windows, heads, N, N)`` mask or score tensor is materialised on that path.
+exist and each is a small ``(N, N)`` tensor shared by all windows of its group. The windows are
+permuted once so that every group is a contiguous run of the batch dim: the groups are then
+``split`` views (backward: one ``cat``), not gathers whose backward writes a full-size zero
+gradient per group. No ``(windows, heads, N, N)`` mask or score tensor is materialised.
 """
 from __future__ import annotations
 
@@ -138,6 +140,30 @@ class ShiftedWindows:
         ]
 
 
+@lru_cache(maxsize=64)
+def group_order(windows: ShiftedWindows, batch: int, device: torch.device) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Permutation of the ``batch * nW`` windows that makes each mask group contiguous.
+
+    Returns ``(order, inverse, sizes)``: ``x[order]`` lists the windows group by group in
+    :meth:`ShiftedWindows.groups` order, ``sizes`` windows each; ``y[inverse]`` undoes it.
+    """
+    with torch.inference_mode(False):  # cached across calls: never an inference tensor
+        ids = torch.arange(batch * math.prod(windows.grid)).view(batch, *windows.grid)
+        blocks = [ids[(slice(None), *index)].flatten() for index, _ in windows.groups()]
+        order = torch.cat(blocks)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        return order.to(device), inverse.to(device), tuple(block.numel() for block in blocks)
+
+
+@lru_cache(maxsize=256)
+def group_masks(windows: ShiftedWindows, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(G, 1, n, n)``: the mask pattern of each group of :meth:`ShiftedWindows.groups`, first ``n`` tokens."""
+    with torch.inference_mode(False):
+        patterns = [shift_mask_pattern(windows.window, windows.shift, last, device)[:n, :n] for _, last in windows.groups()]
+        return torch.stack(patterns).unsqueeze(1).to(dtype)
+
+
 def padded_sdpa(
     q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float, head_dim_multiple: int | None
 ) -> Tensor:
@@ -205,6 +231,10 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: Tensor, windows: ShiftedWindows | None = None) -> Tensor:
         b_, n, c = x.shape
+        grouped = windows is not None and self.attn_impl == "sdpa"
+        if grouped:  # windows group by group; every per-window op below is order-agnostic
+            order, inverse, _ = group_order(windows, b_ // math.prod(windows.grid), x.device)
+            x = x.index_select(0, order)
         q, k, v = rearrange(self.qkv_self(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         out = self._attend(q, k, v, windows, self._relative_bias(n), n)
         if self.mut_attn:
@@ -214,10 +244,15 @@ class WindowAttention(nn.Module):
             frame1_aligned = self._attend(q2, k1, v1, windows, None, n // 2)
             frame2_aligned = self._attend(q1, k2, v2, windows, None, n // 2)
             out = torch.cat([torch.cat([frame1_aligned, frame2_aligned], 1), out], 2)
-        return self.proj(out)
+        out = self.proj(out)
+        return out.index_select(0, inverse) if grouped else out
 
     def _relative_bias(self, n: int) -> Tensor:
-        """``(1, nH, N, N)`` relative position bias of the first ``n`` tokens (official slicing)."""
+        """``(1, nH, N, N)`` relative position bias of the first ``n`` tokens (official slicing).
+
+        Contiguous on purpose: CUDA's fused SDPA kernels reject an ``attn_mask`` whose last dim
+        is not unit-stride and silently run the math fallback (an N x N score tensor per call).
+        """
         key = (n, self.relative_position_index.device)
         index = self._index_cache.get(key)
         if index is None:
@@ -226,8 +261,7 @@ class WindowAttention(nn.Module):
             with torch.inference_mode(False):
                 index = self.relative_position_index[:n, :n].reshape(-1).clone()
             self._index_cache[key] = index
-        bias = self.relative_position_bias_table[index].view(n, n, -1)
-        return bias.permute(2, 0, 1).unsqueeze(0)
+        return self.relative_position_bias_table.t()[:, index].view(1, self.num_heads, n, n)
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
@@ -262,21 +296,13 @@ class WindowAttention(nn.Module):
             bias = bias.to(q.dtype)
         if windows is None:
             return padded_sdpa(q, k, v, bias, self.scale, multiple)
-
-        grid_shape = (-1, *windows.grid, *q.shape[1:])
-        qg, kg, vg = (t.reshape(grid_shape) for t in (q, k, v))  # (B, nWd, nWh, nWw, nH, n, d)
-        parts = []
-        for index, last in windows.groups():
-            mask = shift_mask_pattern(windows.window, windows.shift, last, q.device)[:n, :n].to(q.dtype)
-            attn_mask = mask if bias is None else bias + mask
-            sel = (slice(None), *index)
-            block = padded_sdpa(
-                *(t[sel].reshape(-1, *q.shape[1:]) for t in (qg, kg, vg)), attn_mask, self.scale, multiple
-            )
-            parts.append((sel, block.view(*qg[sel].shape[:4], *block.shape[1:])))
-        if len(parts) == 1:
-            return parts[0][1].reshape(q.shape[0], *parts[0][1].shape[4:])
-        out = qg.new_empty(qg.shape[:-1] + (v.shape[-1],))
-        for sel, block in parts:
-            out[sel] = block
-        return out.view(q.shape[0], *out.shape[4:])
+        # q, k, v arrive group by group (see forward): one mask per group, split views per group.
+        _, _, sizes = group_order(windows, q.shape[0] // math.prod(windows.grid), q.device)
+        masks = group_masks(windows, n, q.device, q.dtype)  # (G, 1, n, n)
+        if bias is not None:
+            masks = masks + bias  # (G, nH, n, n): one add for all groups
+        blocks = [
+            padded_sdpa(qg, kg, vg, mask, self.scale, multiple)
+            for qg, kg, vg, mask in zip(q.split(sizes), k.split(sizes), v.split(sizes), masks.split(1))
+        ]
+        return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
