@@ -102,34 +102,61 @@ def test_nonfinite_loss_skips_steps_then_aborts(tiny_cfg, tmp_path: Path) -> Non
 
 
 class _Snapshot(L.Callback):
-    """Parameters after the first optimizer step."""
+    """Parameters after every optimizer step, and which flow parameters had a gradient."""
+
+    def __init__(self) -> None:
+        self.after_step: list[dict[str, torch.Tensor]] = []
+        self.flow_grads: list[int] = []
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.flow_grads.append(sum(p.grad is not None for n, p in pl_module.net.named_parameters() if "spynet" in n))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == 0:
-            self.after_step0 = {n: p.detach().clone() for n, p in pl_module.net.named_parameters()}
+        self.after_step.append({n: p.detach().clone() for n, p in pl_module.net.named_parameters()})
 
 
-def test_flow_and_backbone_freeze(tiny_cfg, tmp_path: Path) -> None:
+def _fit_with_freezing(tiny_cfg, tmp_path: Path, steps: int, flow_freeze_steps: int, freeze_backbone_steps: int = 0):
     k = int(tiny_cfg.model.num_bins)
-    optim = {**tiny_cfg.optim, "flow_freeze_steps": 2}
-    module = DeblurModule({**tiny_cfg.model, "freeze_backbone_steps": 1}, optim, {"warmup_steps": 0, "min_lr_ratio": 1.0})
+    optim = {**tiny_cfg.optim, "flow_freeze_steps": flow_freeze_steps}
+    module = DeblurModule({**tiny_cfg.model, "freeze_backbone_steps": freeze_backbone_steps}, optim,
+                          {"warmup_steps": 0, "min_lr_ratio": 1.0})
     start = {n: p.detach().clone() for n, p in module.net.named_parameters()}
     snap = _Snapshot()
-    trainer = _trainer(tmp_path, steps=2)
+    trainer = _trainer(tmp_path, steps=steps)
     trainer.callbacks.append(snap)
-    trainer.fit(module, datamodule=_Loader([_batch(k)] * 2))
-    final = {n: p.detach() for n, p in module.net.named_parameters()}
+    trainer.fit(module, datamodule=_Loader([_batch(k)] * steps))
 
     def moved(state, pick):
         return sum(not torch.equal(state[n], start[n]) for n in start if pick(n))
 
-    flow = lambda n: "spynet" in n or "deform" in n  # noqa: E731
-    backbone = lambda n: n.startswith("vrt.") and not flow(n)  # noqa: E731
+    return module, trainer, snap, moved
+
+
+FLOW = lambda n: "spynet" in n or "deform" in n  # noqa: E731
+
+
+def test_flow_and_backbone_freeze_for_part_of_the_fit(tiny_cfg, tmp_path: Path) -> None:
+    module, _, snap, moved = _fit_with_freezing(tiny_cfg, tmp_path, steps=3, flow_freeze_steps=2, freeze_backbone_steps=1)
+    backbone = lambda n: n.startswith("vrt.") and not FLOW(n)  # noqa: E731
     spike = lambda n: not n.startswith("vrt.")  # noqa: E731
-    assert moved(snap.after_step0, spike) > 0            # spike branch trains from step 0
-    assert moved(snap.after_step0, backbone) == 0        # model.freeze_backbone_steps=1
-    assert moved(final, backbone) > 0                    # ... then the backbone trains
-    assert moved(final, flow) == 0                       # optim.flow_freeze_steps=2
+    assert moved(snap.after_step[0], spike) > 0            # spike branch trains from step 0
+    assert moved(snap.after_step[0], backbone) == 0        # model.freeze_backbone_steps=1
+    assert moved(snap.after_step[1], backbone) > 0         # ... then the backbone trains
+    assert moved(snap.after_step[1], FLOW) == 0            # optim.flow_freeze_steps=2
+    assert moved(snap.after_step[2], FLOW) > 0             # ... then the flow trains
+    # Frozen for part of the fit, gradients are computed (DDP buckets stay fixed) and dropped.
+    assert snap.flow_grads[0] > 0
+
+
+def test_flow_frozen_for_the_whole_fit_computes_no_flow_gradient(tiny_cfg, tmp_path: Path) -> None:
+    module, trainer, snap, moved = _fit_with_freezing(tiny_cfg, tmp_path, steps=2, flow_freeze_steps=2)
+    assert moved(snap.after_step[-1], FLOW) == 0
+    assert moved(snap.after_step[-1], lambda n: not FLOW(n)) > 0
+    assert snap.flow_grads == [0, 0]  # SpyNet's backward never ran
+    spynet = [p for n, p in module.net.named_parameters() if "spynet" in n]
+    assert spynet and not any(p.requires_grad for p in spynet)
+    in_optimizer = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not any(id(p) in in_optimizer for p in spynet)
 
 
 @pytest.mark.parametrize(("optim", "precision"), [("adamw", "32"), ("adamw8bit", "32"), ("adamw", "bf16-mixed")])

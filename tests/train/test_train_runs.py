@@ -20,10 +20,11 @@ def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
 
 
-def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flow_freeze_steps", [0, 2])  # 2: the flow gets requires_grad=False before DDP wraps
+def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path, flow_freeze_steps: int) -> None:
     run_dir = tmp_path / "run"
-    proc = run_script("train.py", [*tiny_overrides(synthetic_root), "trainer.devices=3", f"hydra.run.dir={run_dir}"],
-                      cwd=tmp_path)
+    proc = run_script("train.py", [*tiny_overrides(synthetic_root), "trainer.devices=3", f"hydra.run.dir={run_dir}",
+                                   f"optim.flow_freeze_steps={flow_freeze_steps}"], cwd=tmp_path)
     _ok(proc)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["status"] == "ok"

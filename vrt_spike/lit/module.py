@@ -19,7 +19,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from vrt_spike.lit.losses import RestorationLoss
-from vrt_spike.lit.optim import build_optimizer, build_scheduler
+from vrt_spike.lit.optim import build_optimizer, build_scheduler, split_param_groups
 
 __all__ = ["TRAINING_KEYS", "build_net", "DeblurModule"]
 
@@ -147,6 +147,18 @@ class DeblurModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
 
+    def setup(self, stage: str) -> None:
+        # A flow frozen for the whole fit needs no gradient at all: requires_grad=False before
+        # the strategy wraps the model (DDP then leaves those parameters out of its buckets)
+        # skips SpyNet's backward, instead of computing its gradients only to drop them.
+        if stage == "fit" and self._flow_frozen_for_whole_fit():
+            for _, p in split_param_groups(self.net, list(self.hparams.optim.get("flow_keys") or []))["flow"]:
+                p.requires_grad_(False)
+
+    def _flow_frozen_for_whole_fit(self) -> bool:
+        max_steps = int(self.trainer.max_steps)
+        return 0 < max_steps <= int(self.hparams.optim.get("flow_freeze_steps", 0) or 0)
+
     def on_train_start(self) -> None:
         # A run resumed from a checkpoint saved at an epoch's last batch restarts "mid-epoch" and
         # Lightning skips on_train_epoch_start for that first epoch: seed it here as well.
@@ -170,7 +182,7 @@ class DeblurModule(L.LightningModule):
         return self.global_step < int(steps or 0)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Freezing drops the gradients (after the DDP all-reduce, on every rank alike): the optimizer
+        # Freezing for part of the fit drops the gradients (after the DDP all-reduce, on every rank alike): the optimizer
         # then skips those parameters entirely (no update, no decay, no moment update), as KAIR's
         # requires_grad=False would, without rebuilding DDP's buckets.
         frozen: list[nn.Parameter] = []
