@@ -39,3 +39,13 @@ def test_worker_counts_which_attention_kernels_ran(bench, mode: str) -> None:
         assert sdpa["softmax"] > 0 and sdpa["fused_attn"] > 0
     for r in (sdpa, explicit):
         assert r["median_s"] > 0 and r["ops"] > 100
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_every_cuda_bf16_attention_runs_a_fused_kernel(bench, mode: str) -> None:
+    """On CUDA the bias that needs a gradient is no obstacle: no call may fall back to math."""
+    argv = ["--config", "tiny", "--size", "40", "--frames", "3", "--steps", "1", "--warmup", "0",
+            "--device", "cuda", "--dtype", "bf16", "--mode", mode, "--worker", "sdpa"]
+    r = bench._worker(bench._parse(argv))
+    assert r["fused_attn"] > 0 and r["softmax"] == 0, r
