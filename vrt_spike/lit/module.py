@@ -182,9 +182,9 @@ class DeblurModule(L.LightningModule):
         return self.global_step < int(steps or 0)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Freezing for part of the fit drops the gradients (after the DDP all-reduce, on every rank alike): the optimizer
-        # then skips those parameters entirely (no update, no decay, no moment update), as KAIR's
-        # requires_grad=False would, without rebuilding DDP's buckets.
+        # Freezing for part of the fit drops the gradients (after the DDP all-reduce, on every rank
+        # alike): the optimizer then skips those parameters entirely (no update, no decay, no
+        # moment update), as KAIR's requires_grad=False would, without rebuilding DDP's buckets.
         frozen: list[nn.Parameter] = []
         if self._frozen("flow"):
             frozen += [p for g in optimizer.param_groups if g.get("name") == "flow" for p in g["params"]]

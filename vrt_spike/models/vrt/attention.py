@@ -261,7 +261,7 @@ class WindowAttention(nn.Module):
             with torch.inference_mode(False):
                 index = self.relative_position_index[:n, :n].reshape(-1).clone()
             self._index_cache[key] = index
-        return self.relative_position_bias_table.t()[:, index].view(1, self.num_heads, n, n)
+        return self.relative_position_bias_table.t()[:, index].contiguous().view(1, self.num_heads, n, n)
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
