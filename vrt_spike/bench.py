@@ -176,7 +176,7 @@ def make_train_step(net: Callable[..., Tensor], optimizer: torch.optim.Optimizer
 
 def make_infer_step(net: Callable[..., Tensor], inputs: Inputs, precision: Precision) -> Callable[[], None]:
     """One inference forward under `torch.no_grad` (not `inference_mode`: tensors a model caches
-    during inference, such as attention masks or bias indices, must stay usable in training)."""
+    during inference, such as attention masks, must stay usable in training)."""
     def infer() -> None:
         with torch.no_grad(), precision.autocast():
             net(inputs.rgb, inputs.spike)

@@ -227,7 +227,6 @@ class WindowAttention(nn.Module):
             self.register_buffer("position_bias", sine_position_encoding(self.window_size[1:], dim // 2))
             self.qkv_mut = nn.Linear(dim, dim * 3, bias=qkv_bias)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self._index_cache: dict[tuple[int, torch.device], Tensor] = {}
 
     def forward(self, x: Tensor, windows: ShiftedWindows | None = None) -> Tensor:
         b_, n, c = x.shape
@@ -250,18 +249,13 @@ class WindowAttention(nn.Module):
     def _relative_bias(self, n: int) -> Tensor:
         """``(1, nH, N, N)`` relative position bias of the first ``n`` tokens (official slicing).
 
+        The index is a view of the registered ``(N, N)`` buffer, so nothing is rebuilt per call
+        and no module state changes (``torch.compile`` traces it without a graph break).
         Contiguous on purpose: CUDA's fused SDPA kernels reject an ``attn_mask`` whose last dim
         is not unit-stride and silently run the math fallback (an N x N score tensor per call).
         """
-        key = (n, self.relative_position_index.device)
-        index = self._index_cache.get(key)
-        if index is None:
-            # A first call under inference_mode (Lightning's validation) must not cache an
-            # inference tensor: training would later fail to save it for backward.
-            with torch.inference_mode(False):
-                index = self.relative_position_index[:n, :n].reshape(-1).clone()
-            self._index_cache[key] = index
-        return self.relative_position_bias_table.t()[:, index].contiguous().view(1, self.num_heads, n, n)
+        index = self.relative_position_index[:n, :n]
+        return self.relative_position_bias_table.t()[:, index].contiguous().unsqueeze(0)
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int

@@ -1,8 +1,9 @@
 """VRT (Liang et al., "VRT: A Video Restoration Transformer", 2022) for upscale=1 (deblurring).
 
 Same function and state-dict layout as the official ``models/network_vrt.py``; attention runs
-through SDPA, shift masks and bias indices are cached, and the feature loop exposes a fusion
-point after each of stages 1-4.
+through SDPA, shift masks are cached per shape (the bias index is a buffer, sliced per call), no
+forward changes module state (so ``torch.compile`` captures the model whole), and the feature
+loop exposes a fusion point after each of stages 1-4.
 """
 from __future__ import annotations
 
