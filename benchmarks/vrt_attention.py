@@ -1,7 +1,9 @@
-"""VRT training step (forward + backward) or inference forward: SDPA vs explicit-softmax attention.
+"""VRT training step (forward + backward) or inference forward: SDPA vs explicit-softmax attention vs upstream.
 
-Each attention implementation runs in its own fresh subprocess (same seed, weights and input),
-so memory peaks do not leak from one into the other.
+Each implementation runs in its own fresh subprocess (same seed, weights and input), so memory
+peaks do not leak from one into the other. ``official`` is the upstream VRT module itself
+(``models/network_vrt.py`` of github.com/JingyunLiang/VRT, not part of this repository) with our
+weights loaded ``strict=True``: pass its directory with ``--official-dir`` or ``VRT_OFFICIAL_DIR``.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step (allocator peak). On CPU,
 the peak resident set size (RSS, psutil, sampled every 0.5 ms by a thread) during one step minus
@@ -10,16 +12,21 @@ the RSS just before it: an approximation that includes allocator slack.
     python benchmarks/vrt_attention.py                      # GoPro config, 1x6x3x64x64, CPU/CUDA
     python benchmarks/vrt_attention.py --size 128 --frames 6 --dtype bf16 --device cuda
     python benchmarks/vrt_attention.py --mode infer          # no_grad forward
+    VRT_OFFICIAL_DIR=/tmp/vrt_official python benchmarks/vrt_attention.py --impls sdpa explicit official
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -35,7 +42,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         embed_dims=[16] * 7 + [24] * 2, num_heads=[2] * 9, deformable_groups=2,
     ),
 }
-IMPLS = ["sdpa", "explicit"]
+IMPLS = ["sdpa", "explicit"]  # ours; "official" on request (needs the upstream file)
+ALL_IMPLS = [*IMPLS, "official"]
+COMPILED = "+compile"  # suffix of a variant that runs under torch.compile
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -50,11 +59,53 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (fp32: no autocast)")
     p.add_argument("--checkpoint", action="store_true", help="use_checkpoint_attn and use_checkpoint_ffn")
+    p.add_argument("--compile", action="store_true",
+                   help="also run each implementation under torch.compile (as model.compile=true does); "
+                        "the warmup steps compile")
     p.add_argument("--mode", choices=["train", "infer"], default="train",
                    help="train: forward + backward; infer: forward under torch.no_grad")
-    p.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
-    p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    p.add_argument("--impls", nargs="+", default=IMPLS, choices=ALL_IMPLS)
+    p.add_argument("--official-dir", default=os.environ.get("VRT_OFFICIAL_DIR"),
+                   help="directory holding upstream network_vrt.py (default: $VRT_OFFICIAL_DIR)")
+    p.add_argument("--worker", choices=[*ALL_IMPLS, *(f"{i}{COMPILED}" for i in ALL_IMPLS)], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if "official" in args.impls + [_impl(args.worker or "")] and not args.official_dir:
+        p.error("--impls official needs --official-dir or VRT_OFFICIAL_DIR (a directory holding upstream network_vrt.py)")
+    if args.compile and args.warmup < 1:
+        p.error("--compile needs --warmup >= 1: the first step compiles and must not be timed")
+    return args
+
+
+def _impl(worker: str) -> str:
+    """The attention implementation of a worker variant (``"sdpa+compile"`` -> ``"sdpa"``)."""
+    return worker.removesuffix(COMPILED)
+
+
+def load_official_vrt(directory: str) -> ModuleType:
+    """Import upstream ``network_vrt.py`` from ``directory`` (read as is, never copied here)."""
+    path = Path(directory) / "network_vrt.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"official VRT: expected upstream models/network_vrt.py at {path}, no such file")
+    spec = importlib.util.spec_from_file_location("official_network_vrt", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The (uncompiled) model of ``args.worker``: ours with that attention, or upstream's with our weights."""
+    from vrt_spike.models.vrt import VRT
+
+    torch.manual_seed(0)
+    checkpointing = dict(use_checkpoint_attn=args.checkpoint, use_checkpoint_ffn=args.checkpoint)
+    impl = _impl(args.worker)
+    if impl != "official":
+        return VRT(**CONFIGS[args.config], attn_impl=impl, **checkpointing)
+    weights = VRT(**CONFIGS[args.config]).state_dict()  # same seed: the weights sdpa/explicit get
+    model = load_official_vrt(args.official_dir).VRT(**CONFIGS[args.config], **checkpointing)
+    model.load_state_dict(weights, strict=True)
+    return model
 
 
 class _RssPeak:
@@ -106,22 +157,20 @@ class _OpCounter(TorchDispatchMode):
 
 
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
-    from vrt_spike.models.vrt import VRT
-
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = VRT(**CONFIGS[args.config], attn_impl=args.worker, use_checkpoint_attn=args.checkpoint,
-                use_checkpoint_ffn=args.checkpoint).to(device).train(args.mode == "train")
+    model = build_model(args).to(device).train(args.mode == "train")
+    compiled = args.worker.endswith(COMPILED)
+    forward = torch.compile(model) if compiled else model
     x = torch.rand(args.batch, args.frames, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
     dtype = DTYPES[args.dtype]
 
     def step() -> None:
         if args.mode == "infer":
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                model(x)
+                forward(x)
             return
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = (model(x) - x).abs().mean()
+            loss = (forward(x) - x).abs().mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -129,9 +178,12 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    first_s = None  # the first step's time: for a compiled variant, mostly compilation
     for _ in range(args.warmup):
+        t0 = time.perf_counter()
         step()
-    sync()
+        sync()
+        first_s = time.perf_counter() - t0 if first_s is None else first_s
     # the timed steps also give the memory peak (no extra step)
     times = []
     if device.type == "cuda":
@@ -150,14 +202,20 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 step()
                 times.append(time.perf_counter() - t0)
-        peak = rss.peak - rss.baseline
-        mem_kind = "peak RSS above the pre-step RSS (psutil, sampled)"
-    counter = _OpCounter()
-    with counter:  # one more step, untimed: the mode's Python hook would distort the timing
-        step()
-    sync()
-    return {"impl": args.worker, "median_s": statistics.median(times), "times_s": times, "peak_mib": peak / 2**20,
-            "memory": mem_kind, "ops": counter.ops, "fused_attn": counter.fused, "softmax": counter.softmax}
+        # Compiling grows the heap far beyond a step's needs and glibc keeps it, so a compiled
+        # step's RSS growth says nothing about its memory: not reported.
+        peak = None if compiled else rss.peak - rss.baseline
+        mem_kind = "peak RSS above the pre-step RSS (psutil, sampled; not measured for compiled variants)"
+    counts = {"ops": None, "fused_attn": None, "softmax": None}  # compiled kernels are not aten dispatches
+    if not compiled:
+        counter = _OpCounter()
+        with counter:  # one more step, untimed: the mode's Python hook would distort the timing
+            step()
+        sync()
+        counts = {"ops": counter.ops, "fused_attn": counter.fused, "softmax": counter.softmax}
+    return {"impl": args.worker, "median_s": statistics.median(times), "times_s": times, "first_s": first_s,
+            "peak_mib": None if peak is None else peak / 2**20,
+            "memory": mem_kind, **counts}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,25 +224,33 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_worker(args)))
         return
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    variants = [v for impl in args.impls for v in ([impl, impl + COMPILED] if args.compile else [impl])]
     results = {}
-    for impl in args.impls:
-        proc = subprocess.run([sys.executable, __file__, *forwarded, "--worker", impl], capture_output=True, text=True)
+    for variant in variants:
+        proc = subprocess.run([sys.executable, __file__, *forwarded, "--worker", variant], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"benchmark worker for {impl} failed:\n{proc.stderr}")
-        results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"benchmark worker for {variant} failed:\n{proc.stderr}")
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     shape = (args.batch, args.frames, 3, args.size, args.size)
     print(f"VRT config={args.config} mode={args.mode} input={shape} device={args.device} dtype={args.dtype} "
           f"checkpoint={args.checkpoint} steps={args.steps} (warmup {args.warmup})")
     print(f"memory: {next(iter(results.values()))['memory']}")
     what = "fwd+bwd" if args.mode == "train" else "forward"
-    print("ops: aten ops per step; fused: fused SDPA forward calls; softmax: unfused attentions")
-    print(f"{'attention':<10} {what + ' median s':>17} {'peak MiB':>10} {'ops':>8} {'fused':>6} {'softmax':>8}")
-    for impl, r in results.items():
-        print(f"{impl:<10} {r['median_s']:>17.3f} {r['peak_mib']:>10.1f} {r['ops']:>8} {r['fused_attn']:>6} {r['softmax']:>8}")
-    if {"sdpa", "explicit"} <= results.keys():
-        s, e = results["sdpa"], results["explicit"]
-        print(f"sdpa vs explicit: time x{e['median_s'] / s['median_s']:.2f} faster, "
-              f"memory x{e['peak_mib'] / max(s['peak_mib'], 1e-9):.2f} lower")
+    print("1st step: the first warmup step (compiles a compiled variant); ops: aten ops per step; "
+          "fused: fused SDPA forward calls; softmax: unfused attentions")
+    print(f"{'attention':<17} {what + ' median s':>17} {'1st step s':>10} {'peak MiB':>10} {'ops':>8} {'fused':>6} {'softmax':>8}")
+    for variant, r in results.items():
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        first = "-" if r["first_s"] is None else f"{r['first_s']:.1f}"
+        ops, fused, softmax = ("-" if r[k] is None else r[k] for k in ("ops", "fused_attn", "softmax"))
+        print(f"{variant:<17} {r['median_s']:>17.3f} {first:>10} {peak:>10} {ops:>8} {fused:>6} {softmax:>8}")
+    pairs = [("sdpa", "explicit"), ("sdpa", "official"), *((v + COMPILED, v) for v in args.impls)]
+    for new, old in pairs:
+        if {new, old} <= results.keys():
+            n, o = results[new], results[old]
+            memory = ("not measured" if None in (n["peak_mib"], o["peak_mib"])
+                      else f"x{o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f} lower")
+            print(f"{new} vs {old}: time x{o['median_s'] / n['median_s']:.2f} faster, memory {memory}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "vrt_attention.py"
 
@@ -49,3 +50,35 @@ def test_every_cuda_bf16_attention_runs_a_fused_kernel(bench, mode: str) -> None
             "--device", "cuda", "--dtype", "bf16", "--mode", mode, "--worker", "sdpa"]
     r = bench._worker(bench._parse(argv))
     assert r["fused_attn"] > 0 and r["softmax"] == 0, r
+
+
+def test_official_needs_the_upstream_directory(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("VRT_OFFICIAL_DIR", raising=False)
+    with pytest.raises(SystemExit):
+        bench._parse(["--impls", "sdpa", "official"])
+    with pytest.raises(FileNotFoundError, match=r"network_vrt\.py"):
+        bench.load_official_vrt(str(tmp_path))
+
+
+def test_official_model_gets_the_same_weights_as_ours(bench, tmp_path: Path) -> None:
+    # Stand-in for upstream network_vrt.py (not available offline): any module with a VRT class
+    # that loads our state dict strictly; the benchmark must hand it our seeded weights.
+    (tmp_path / "network_vrt.py").write_text(
+        "from vrt_spike.models.vrt import VRT as _Ours\n\nclass VRT(_Ours):\n    pass\n"
+    )
+    argv = ["--config", "tiny", "--official-dir", str(tmp_path), "--worker"]
+    ours = bench.build_model(bench._parse([*argv, "sdpa"]))
+    theirs = bench.build_model(bench._parse([*argv, "official"]))
+    assert type(theirs).__module__ == "official_network_vrt"
+    state = theirs.state_dict()
+    assert all(torch.equal(t, state[k]) for k, t in ours.state_dict().items())
+
+
+def test_compile_variants_need_a_warmup_and_build_the_same_model(bench) -> None:
+    with pytest.raises(SystemExit):
+        bench._parse(["--compile", "--warmup", "0"])  # the compiling step must not be timed
+    argv = ["--config", "tiny", "--compile", "--worker"]
+    compiled_args = bench._parse([*argv, "explicit+compile"])
+    assert bench._impl(compiled_args.worker) == "explicit"
+    model = bench.build_model(compiled_args)
+    assert {m.attn_impl for m in model.modules() if hasattr(m, "attn_impl")} == {"explicit"}

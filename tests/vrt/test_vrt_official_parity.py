@@ -12,7 +12,6 @@ skip adds back does not hide differences in the network body.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.vrt_attention import load_official_vrt
 from vrt_spike.models.vrt import VRT
 
 FIXTURE = Path(__file__).with_name("official_gopro_keys.txt")
@@ -43,14 +43,7 @@ def official() -> ModuleType:
     directory = os.environ.get("VRT_OFFICIAL_DIR")
     if not directory:
         pytest.skip("VRT_OFFICIAL_DIR is not set: point it at a directory holding upstream models/network_vrt.py")
-    path = Path(directory) / "network_vrt.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"VRT_OFFICIAL_DIR={directory} has no network_vrt.py (expected {path})")
-    spec = importlib.util.spec_from_file_location("official_network_vrt", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_official_vrt(directory)
 
 
 def _pair(official: ModuleType, kwargs: dict[str, Any], randomize, **ours_kwargs: Any) -> tuple[VRT, torch.nn.Module]:
