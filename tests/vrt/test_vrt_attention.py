@@ -115,7 +115,7 @@ def test_head_dim_padding_in_attention_module() -> None:
     torch.testing.assert_close(attn(x), plain, rtol=1e-6, atol=1e-6)
 
 
-def test_masks_and_bias_indices_are_cached() -> None:
+def test_shift_masks_and_window_orders_are_cached() -> None:
     for cache in (shift_mask_pattern, group_masks, group_order):
         cache.cache_clear()
     sdpa, _ = _paired_groups(True, (2, 4, 4))

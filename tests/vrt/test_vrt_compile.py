@@ -14,7 +14,7 @@ from .conftest import TINY_KWARGS, randomize_
 def test_compiled_training_step_is_two_graphs_and_matches_eager() -> None:
     """Checkpointed blocks included. The one graph break is the CPU-only finite-input check
     (a host sync, skipped on CUDA): module state changed mid-forward (a per-call index cache)
-    used to split the body into 20 graphs."""
+    used to split it into 30 graphs."""
     vrt = randomize_(VRT(**TINY_KWARGS, use_checkpoint_attn=True, use_checkpoint_ffn=True)).train()
     x = torch.rand(1, 3, 3, 40, 40, generator=torch.Generator().manual_seed(2))
     graphs = []
