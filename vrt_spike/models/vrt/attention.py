@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Literal
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,28 @@ from einops import rearrange
 from torch import Tensor, nn
 
 AttnImpl = Literal["sdpa", "explicit"]
+_Fn = TypeVar("_Fn", bound=Callable[..., object])
+
+
+def shape_cache(maxsize: int) -> Callable[[_Fn], _Fn]:
+    """``lru_cache`` for the pure mask/order builders below, bypassed while ``torch.compile``
+    traces: the compiled graph then holds the builder's ops itself, and Dynamo does not warn
+    that it skipped a cache it cannot guard. ``cache_info`` / ``cache_clear`` are kept."""
+
+    def decorate(fn: _Fn) -> _Fn:
+        cached = lru_cache(maxsize=maxsize)(fn)
+
+        @wraps(fn)
+        def call(*args: object) -> object:
+            return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+        call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
 SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of fully masked rows
 
 
@@ -92,7 +115,7 @@ def _axis_regions(window: int, shift: int, last: bool) -> Tensor:
     return regions
 
 
-@lru_cache(maxsize=256)
+@shape_cache(maxsize=256)
 def shift_mask_pattern(
     window: tuple[int, int, int], shift: tuple[int, int, int], last: tuple[bool, bool, bool], device: torch.device
 ) -> Tensor:
@@ -105,7 +128,7 @@ def shift_mask_pattern(
         return mask.to(device)
 
 
-@lru_cache(maxsize=64)
+@shape_cache(maxsize=64)
 def full_shift_mask(
     grid: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int], device: torch.device
 ) -> Tensor:
@@ -140,7 +163,7 @@ class ShiftedWindows:
         ]
 
 
-@lru_cache(maxsize=64)
+@shape_cache(maxsize=64)
 def group_order(windows: ShiftedWindows, batch: int, device: torch.device) -> tuple[Tensor, Tensor, tuple[int, ...]]:
     """Permutation of the ``batch * nW`` windows that makes each mask group contiguous.
 
@@ -156,7 +179,7 @@ def group_order(windows: ShiftedWindows, batch: int, device: torch.device) -> tu
         return order.to(device), inverse.to(device), tuple(block.numel() for block in blocks)
 
 
-@lru_cache(maxsize=256)
+@shape_cache(maxsize=256)
 def group_masks(windows: ShiftedWindows, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``(G, 1, n, n)``: the mask pattern of each group of :meth:`ShiftedWindows.groups`, first ``n`` tokens."""
     with torch.inference_mode(False):
