@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 from typing import Literal, TypeVar
 
@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 AttnImpl = Literal["sdpa", "explicit"]
+SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of fully masked rows
 _Fn = TypeVar("_Fn", bound=Callable[..., object])
 
 
@@ -45,9 +46,6 @@ def shape_cache(maxsize: int) -> Callable[[_Fn], _Fn]:
         return call  # type: ignore[return-value]
 
     return decorate
-
-
-SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of fully masked rows
 
 
 def get_window_size(
