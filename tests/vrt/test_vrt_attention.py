@@ -83,6 +83,77 @@ def test_sdpa_equals_explicit_outputs_and_gradients(mut_attn, window, dhw) -> No
         assert (g0 - g1).abs().max() <= 1e-5 * g1.abs().max() + 1e-7
 
 
+def _published_window_attention(attn: WindowAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The published formula, written out pair by pair: self attention with the relative
+    position bias (+ shift mask), then mutual attention in which frame 2's queries attend frame
+    1 (placed at frame 1's tokens) and frame 1's queries attend frame 2. ``mask``: ``(nW, N, N)``."""
+    b_, n, c = x.shape
+    h = attn.num_heads
+    bias = attn.relative_position_bias_table[attn.relative_position_index[:n, :n].reshape(-1)]
+    bias = bias.reshape(n, n, h).permute(2, 0, 1)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(b_, -1, h, c // h).transpose(1, 2)
+
+    def attend(q, k, v, relative_bias, m):
+        scores = q * attn.scale @ k.transpose(-2, -1)
+        if relative_bias is not None:
+            scores = scores + relative_bias
+        if m is not None:
+            scores = (scores.view(-1, m.shape[0], h, *m.shape[1:]) + m[None, :, None]).view_as(scores)
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b_, q.shape[2], c)
+
+    q, k, v = (heads(t) for t in attn.qkv_self(x).chunk(3, dim=-1))
+    out = attend(q, k, v, bias, mask)
+    if attn.mut_attn:
+        q, k, v = (heads(t) for t in attn.qkv_mut(x + attn.position_bias.repeat(1, 2, 1)).chunk(3, dim=-1))
+        m, half = None if mask is None else mask[:, : n // 2, : n // 2], n // 2
+        x1_aligned = attend(q[:, :, half:], k[:, :, :half], v[:, :, :half], None, m)
+        x2_aligned = attend(q[:, :, :half], k[:, :, half:], v[:, :, half:], None, m)
+        out = torch.cat([torch.cat([x1_aligned, x2_aligned], 1), out], 2)
+    return attn.proj(out)
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "explicit"])
+@pytest.mark.parametrize(("mut_attn", "grid", "shift"), [(True, (1, 2, 3), (0, 0, 0)), (True, (1, 2, 3), (1, 2, 2)),
+                                                          (False, (2, 2, 1), (1, 2, 0))])
+def test_window_attention_follows_the_published_formula(attn_impl, mut_attn, grid, shift) -> None:
+    torch.manual_seed(0)
+    window = (2, 4, 4)
+    attn = WindowAttention(dim=12, window_size=window, num_heads=3, qkv_bias=True, mut_attn=mut_attn,
+                           attn_impl=attn_impl)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2 * math.prod(grid), math.prod(window), 12)  # batch 2, windows in (b, d, h, w) order
+    shifted = any(shift)
+    mask = full_shift_mask(grid, window, shift, CPU) if shifted else None
+    expected = _published_window_attention(attn, x, mask)
+    out = attn(x, ShiftedWindows(grid, window, shift) if shifted else None)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+class _SdpaCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func.name().startswith("aten::_scaled_dot_product")
+        return func(*args, **(kwargs or {}))
+
+
+def test_mutual_attention_runs_both_directions_in_one_call_per_mask_group() -> None:
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=12, window_size=(2, 4, 4), num_heads=3, mut_attn=True)
+    windows = ShiftedWindows((1, 2, 3), (2, 4, 4), (1, 2, 2))  # 4 mask groups
+    for grid_windows, groups in ((None, 1), (windows, 4)):
+        counter = _SdpaCounter()
+        with torch.no_grad(), counter:
+            attn(torch.randn(2 * 6, 32, 12), grid_windows)
+        assert counter.calls == 2 * groups  # self + mutual per group (was self + 2 mutual)
+
+
 def test_full_model_sdpa_equals_explicit(tiny_kwargs: dict, randomize, tiny_clip, tiny_out) -> None:
     """Whole network, eval mode (gradients are compared per attention group above)."""
     explicit = randomize(VRT(**tiny_kwargs, attn_impl="explicit")).eval()  # same seed: same weights as tiny_vrt

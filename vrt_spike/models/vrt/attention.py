@@ -256,14 +256,9 @@ class WindowAttention(nn.Module):
             order, inverse, _ = group_order(windows, b_ // math.prod(windows.grid), x.device)
             x = x.index_select(0, order)
         q, k, v = rearrange(self.qkv_self(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        out = self._attend(q, k, v, windows, self._relative_bias(n), n)
+        out = rearrange(self._attend(q, k, v, windows, self._relative_bias(n), n), "b h n d -> b n (h d)")
         if self.mut_attn:
-            qkv = self.qkv_mut(x + self.position_bias.repeat(1, 2, 1))
-            q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-            (q1, q2), (k1, k2), (v1, v2) = q.chunk(2, dim=2), k.chunk(2, dim=2), v.chunk(2, dim=2)
-            frame1_aligned = self._attend(q2, k1, v1, windows, None, n // 2)
-            frame2_aligned = self._attend(q1, k2, v2, windows, None, n // 2)
-            out = torch.cat([torch.cat([frame1_aligned, frame2_aligned], 1), out], 2)
+            out = torch.cat([self._mutual(x, windows), out], 2)
         out = self.proj(out)
         return out.index_select(0, inverse) if grouped else out
 
@@ -278,15 +273,28 @@ class WindowAttention(nn.Module):
         index = self.relative_position_index[:n, :n]
         return self.relative_position_bias_table.t()[:, index].contiguous().unsqueeze(0)
 
+    def _mutual(self, x: Tensor, windows: ShiftedWindows | None) -> Tensor:
+        """Mutual attention of a 2-frame window ``(B * nW, 2M, C) -> (B * nW, 2M, C)``.
+
+        Frame 1's tokens get frame 2's queries attending frame 1 (``x1_aligned`` upstream), frame
+        2's tokens frame 1's queries attending frame 2. Both directions run as one attention over
+        ``2 nH`` heads: with the frames stacked on the head axis, swapping the query frames pairs
+        every query with the other frame's keys and values. Heads are independent, so this equals
+        two separate attentions, in half the kernel calls.
+        """
+        qkv = self.qkv_mut(x + self.position_bias.repeat(1, 2, 1))
+        q, k, v = rearrange(qkv, "b (f m) (three h d) -> three b (f h) m d", f=2, three=3, h=self.num_heads)
+        q = q.roll(self.num_heads, dims=1)  # (q1, q2) -> (q2, q1)
+        aligned = self._attend(q, k, v, windows, None, x.shape[1] // 2)
+        return rearrange(aligned, "b (f h) m d -> b (f m) (h d)", f=2)
+
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
     ) -> Tensor:
-        """Attention of ``(B * nW, nH, n, d)`` tensors -> ``(B * nW, n, nH * d)``."""
+        """Attention of ``(B * nW, heads, n, d)`` tensors -> ``(B * nW, heads, n, d)``."""
         if self.attn_impl == "explicit":
-            out = self._explicit(q, k, v, windows, bias, n)
-        else:
-            out = self._sdpa(q, k, v, windows, bias, n)
-        return rearrange(out, "b h n d -> b n (h d)")
+            return self._explicit(q, k, v, windows, bias, n)
+        return self._sdpa(q, k, v, windows, bias, n)
 
     def _explicit(
         self, q: Tensor, k: Tensor, v: Tensor, windows: ShiftedWindows | None, bias: Tensor | None, n: int
@@ -296,9 +304,9 @@ class WindowAttention(nn.Module):
             attn = attn + bias
         if windows is not None:
             mask = full_shift_mask(windows.grid, windows.window, windows.shift, q.device)[:, :n, :n]
-            nw = mask.shape[0]
-            attn = attn.view(-1, nw, self.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
-            attn = attn.view(-1, self.num_heads, n, n)
+            heads = q.shape[1]
+            attn = attn.view(-1, mask.shape[0], heads, n, n) + mask.to(attn.dtype)[None, :, None]
+            attn = attn.view(-1, heads, n, n)
         return attn.softmax(dim=-1) @ v
 
     def _sdpa(
