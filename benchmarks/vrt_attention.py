@@ -137,18 +137,21 @@ class _RssPeak:
 
 
 class _OpCounter(TorchDispatchMode):
-    """Counts the aten ops one step dispatches below autograd (each is at least one kernel launch
-    on a GPU, so the count measures launch overhead), and which attention kernels ran: the fused
-    SDPA kernels by name, and ``softmax`` for every unfused attention (the explicit path's
-    ``_softmax`` and SDPA's math fallback, which decomposes into matmuls + ``_safe_softmax``)."""
+    """Counts the aten ops one step dispatches below autograd (``ops``: host-side dispatch work),
+    the ones among them that compute (``kernels``: all but views such as ``view``, ``transpose``,
+    ``detach``, which only make metadata; on a GPU each is at least one kernel launch), and which
+    attention kernels ran: the fused SDPA kernels by name, and ``softmax`` for every unfused
+    attention (the explicit path's ``_softmax`` and SDPA's math fallback, which decomposes into
+    matmuls + ``_safe_softmax``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ops = self.fused = self.softmax = 0
+        self.ops = self.kernels = self.fused = self.softmax = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.name()
         self.ops += 1
+        self.kernels += not (func.is_view or name == "aten::_unsafe_view")  # _unsafe_view: a view by contract
         if "_scaled_dot_product" in name and not name.endswith("_backward"):
             self.fused += 1
         elif name in ("aten::_softmax", "aten::_safe_softmax"):
@@ -206,13 +209,13 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         # step's RSS growth says nothing about its memory: not reported.
         peak = None if compiled else rss.peak - rss.baseline
         mem_kind = "peak RSS above the pre-step RSS (psutil, sampled; not measured for compiled variants)"
-    counts = {"ops": None, "fused_attn": None, "softmax": None}  # compiled kernels are not aten dispatches
+    counts = {"ops": None, "kernels": None, "fused_attn": None, "softmax": None}  # compiled: no aten dispatches
     if not compiled:
         counter = _OpCounter()
         with counter:  # one more step, untimed: the mode's Python hook would distort the timing
             step()
         sync()
-        counts = {"ops": counter.ops, "fused_attn": counter.fused, "softmax": counter.softmax}
+        counts = {"ops": counter.ops, "kernels": counter.kernels, "fused_attn": counter.fused, "softmax": counter.softmax}
     return {"impl": args.worker, "median_s": statistics.median(times), "times_s": times, "first_s": first_s,
             "peak_mib": None if peak is None else peak / 2**20,
             "memory": mem_kind, **counts}
@@ -237,13 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"memory: {next(iter(results.values()))['memory']}")
     what = "fwd+bwd" if args.mode == "train" else "forward"
     print("1st step: the first warmup step (compiles a compiled variant); ops: aten ops per step; "
-          "fused: fused SDPA forward calls; softmax: unfused attentions")
-    print(f"{'attention':<17} {what + ' median s':>17} {'1st step s':>10} {'peak MiB':>10} {'ops':>8} {'fused':>6} {'softmax':>8}")
+          "kernels: those that are not views; fused: fused SDPA forward calls; softmax: unfused attentions")
+    print(f"{'attention':<17} {what + ' median s':>17} {'1st step s':>10} {'peak MiB':>10} {'ops':>8} {'kernels':>8} "
+          f"{'fused':>6} {'softmax':>8}")
     for variant, r in results.items():
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         first = "-" if r["first_s"] is None else f"{r['first_s']:.1f}"
-        ops, fused, softmax = ("-" if r[k] is None else r[k] for k in ("ops", "fused_attn", "softmax"))
-        print(f"{variant:<17} {r['median_s']:>17.3f} {first:>10} {peak:>10} {ops:>8} {fused:>6} {softmax:>8}")
+        ops, kernels, fused, softmax = ("-" if r[k] is None else r[k] for k in ("ops", "kernels", "fused_attn", "softmax"))
+        print(f"{variant:<17} {r['median_s']:>17.3f} {first:>10} {peak:>10} {ops:>8} {kernels:>8} {fused:>6} {softmax:>8}")
     pairs = [("sdpa", "explicit"), ("sdpa", "official"), *((v + COMPILED, v) for v in args.impls)]
     for new, old in pairs:
         if {new, old} <= results.keys():

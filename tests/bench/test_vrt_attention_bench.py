@@ -39,7 +39,17 @@ def test_worker_counts_which_attention_kernels_ran(bench, mode: str) -> None:
         # bias) falls back to math, mutual attention (masks only) stays fused.
         assert sdpa["softmax"] > 0 and sdpa["fused_attn"] > 0
     for r in (sdpa, explicit):
-        assert r["median_s"] > 0 and r["ops"] > 100
+        assert r["median_s"] > 0 and r["ops"] > r["kernels"] > 100
+
+
+def test_op_counter_tells_views_from_kernels(bench) -> None:
+    x = torch.randn(4, 6)
+    counter = bench._OpCounter()
+    with counter:
+        y = x.view(6, 4).t().detach()  # three views
+        z = (y + 1).softmax(-1)  # two kernels
+        (x @ x.t()).sum()  # t: a view; mm, sum: kernels
+    assert (counter.ops, counter.kernels, counter.softmax) == (8, 4, 1)
 
 
 @pytest.mark.cuda
