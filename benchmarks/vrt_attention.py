@@ -5,9 +5,13 @@ peaks do not leak from one into the other. ``official`` is the upstream VRT modu
 (``models/network_vrt.py`` of github.com/JingyunLiang/VRT, not part of this repository) with our
 weights loaded ``strict=True``: pass its directory with ``--official-dir`` or ``VRT_OFFICIAL_DIR``.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step (allocator peak). On CPU,
-the peak resident set size (RSS, psutil, sampled every 0.5 ms by a thread) during one step minus
-the RSS just before it: an approximation that includes allocator slack.
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps (allocator peak). On
+CPU, a second fresh worker per implementation measures it: the peak resident set size (RSS,
+psutil, sampled every 0.5 ms by a thread) during one step after the warmup, minus the RSS just
+before it. That worker runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
+at 128 KiB, so every large allocation is its own ``mmap``, returned to the OS when freed: the RSS
+then follows the live tensors instead of the heap a warm process keeps (which hid two thirds of
+a GoPro training step). Those settings slow a step down, hence the separate worker.
 
     python benchmarks/vrt_attention.py                      # GoPro config, 1x6x3x64x64, CPU/CUDA
     python benchmarks/vrt_attention.py --size 128 --frames 6 --dtype bf16 --device cuda
@@ -68,6 +72,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--official-dir", default=os.environ.get("VRT_OFFICIAL_DIR"),
                    help="directory holding upstream network_vrt.py (default: $VRT_OFFICIAL_DIR)")
     p.add_argument("--worker", choices=[*ALL_IMPLS, *(f"{i}{COMPILED}" for i in ALL_IMPLS)], help=argparse.SUPPRESS)
+    p.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if "official" in args.impls + [_impl(args.worker or "")] and not args.official_dir:
         p.error("--impls official needs --official-dir or VRT_OFFICIAL_DIR (a directory holding upstream network_vrt.py)")
@@ -159,6 +164,9 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(128 * 1024)}
+
+
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     model = build_model(args).to(device).train(args.mode == "train")
@@ -187,7 +195,6 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         step()
         sync()
         first_s = time.perf_counter() - t0 if first_s is None else first_s
-    # the timed steps also give the memory peak (no extra step)
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -197,18 +204,20 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
             step()
             sync()
             times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() - base
+        peak = torch.cuda.max_memory_allocated() - base  # the timed steps give the peak too
         mem_kind = "CUDA allocator peak above the pre-step allocation"
     else:
-        with _RssPeak() as rss:
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
+        if args.measure == "memory":  # a worker of its own, started with CPU_MEMORY_ENV
+            with _RssPeak() as rss:
                 step()
-                times.append(time.perf_counter() - t0)
-        # Compiling grows the heap far beyond a step's needs and glibc keeps it, so a compiled
-        # step's RSS growth says nothing about its memory: not reported.
-        peak = None if compiled else rss.peak - rss.baseline
-        mem_kind = "peak RSS above the pre-step RSS (psutil, sampled; not measured for compiled variants)"
+            return {"impl": args.worker, "peak_mib": (rss.peak - rss.baseline) / 2**20}
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        peak = None  # measured by the memory worker
+        mem_kind = ("peak RSS above the pre-step RSS of one step in a separate worker whose allocations "
+                    ">= 128 KiB are mmapped (psutil, sampled every 0.5 ms)")
     counts = {"ops": None, "kernels": None, "fused_attn": None, "softmax": None}  # compiled: no aten dispatches
     if not compiled:
         counter = _OpCounter()
@@ -221,6 +230,14 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
             "memory": mem_kind, **counts}
 
 
+def _run_worker(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                          env=None if env is None else {**os.environ, **env})
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {' '.join(argv)} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     if args.worker:
@@ -230,10 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v for impl in args.impls for v in ([impl, impl + COMPILED] if args.compile else [impl])]
     results = {}
     for variant in variants:
-        proc = subprocess.run([sys.executable, __file__, *forwarded, "--worker", variant], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark worker for {variant} failed:\n{proc.stderr}")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[variant] = _run_worker([*forwarded, "--worker", variant])
+        if args.device == "cpu":
+            memory = _run_worker([*forwarded, "--worker", variant, "--measure", "memory"], CPU_MEMORY_ENV)
+            results[variant]["peak_mib"] = memory["peak_mib"]
     shape = (args.batch, args.frames, 3, args.size, args.size)
     print(f"VRT config={args.config} mode={args.mode} input={shape} device={args.device} dtype={args.dtype} "
           f"checkpoint={args.checkpoint} steps={args.steps} (warmup {args.warmup})")
@@ -244,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'attention':<17} {what + ' median s':>17} {'1st step s':>10} {'peak MiB':>10} {'ops':>8} {'kernels':>8} "
           f"{'fused':>6} {'softmax':>8}")
     for variant, r in results.items():
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        peak = f"{r['peak_mib']:.1f}"
         first = "-" if r["first_s"] is None else f"{r['first_s']:.1f}"
         ops, kernels, fused, softmax = ("-" if r[k] is None else r[k] for k in ("ops", "kernels", "fused_attn", "softmax"))
         print(f"{variant:<17} {r['median_s']:>17.3f} {first:>10} {peak:>10} {ops:>8} {kernels:>8} {fused:>6} {softmax:>8}")
@@ -252,9 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     for new, old in pairs:
         if {new, old} <= results.keys():
             n, o = results[new], results[old]
-            memory = ("not measured" if None in (n["peak_mib"], o["peak_mib"])
-                      else f"x{o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f} lower")
-            print(f"{new} vs {old}: time x{o['median_s'] / n['median_s']:.2f} faster, memory {memory}")
+            print(f"{new} vs {old}: time x{o['median_s'] / n['median_s']:.2f} faster, "
+                  f"memory x{o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f} lower")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,6 +62,31 @@ def test_every_cuda_bf16_attention_runs_a_fused_kernel(bench, mode: str) -> None
             "--device", "cuda", "--dtype", "bf16", "--mode", mode, "--worker", "sdpa"]
     r = bench._worker(bench._parse(argv))
     assert r["fused_attn"] > 0 and r["softmax"] == 0, r
+
+
+def test_cpu_memory_worker_sees_a_step_past_a_warm_heap(bench) -> None:
+    """After 256 MiB were allocated and freed, a step holding 64 MiB in 1 MiB tensors must read
+    ~64 MiB and an empty step ~0, in a process started the way the memory worker is (with
+    ``CPU_MEMORY_ENV``, whatever MALLOC_* settings the caller has)."""
+    code = (
+        "import importlib.util, os, sys, torch\n"
+        f"spec = importlib.util.spec_from_file_location('b', {str(BENCH)!r})\n"
+        "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
+        "warm = torch.ones(256 * 2**20 // 4); del warm\n"
+        "def peak(step):\n"
+        "    with b._RssPeak() as rss:\n"
+        "        step()\n"
+        "    return (rss.peak - rss.baseline) / 2**20\n"
+        "def step():\n"
+        "    held = [torch.ones(2**20 // 4) for _ in range(64)]  # 64 x 1 MiB, live together\n"
+        "    del held\n"
+        "print(peak(step), peak(lambda: None))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**clean, **bench.CPU_MEMORY_ENV}).stdout
+    held, empty = map(float, out.split())
+    assert 60 <= held <= 80 and empty < 4, out
 
 
 def test_official_needs_the_upstream_directory(bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
