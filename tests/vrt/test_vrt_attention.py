@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vrt_spike.models.vrt import VRT
 from vrt_spike.models.vrt.attention import (
+    CpuFlashAttentionWithMaskGrad,
     WindowAttention,
     ShiftedWindows,
     full_shift_mask,
@@ -150,6 +151,50 @@ def test_full_model_sdpa_equals_explicit(tiny_kwargs: dict, randomize, tiny_clip
     with torch.no_grad():
         out = explicit(tiny_clip)
     assert (tiny_out - out).abs().max() / (out - tiny_clip).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("mask_shape", "dtype", "tol"), [
+    ((1, 3, 24, 24), torch.float64, 1e-12), ((24, 24), torch.float64, 1e-12), ((5, 3, 24, 24), torch.float32, 2e-6),
+    ((1, 3, 24, 24), torch.bfloat16, 2e-2),  # CPU autocast: compared with the float64 math path
+])
+def test_cpu_flash_attention_differentiates_the_mask(mask_shape, dtype, tol) -> None:
+    """Every gradient, the broadcast mask's included, equals autograd through the math path."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 24, 8, dtype=torch.float64) for _ in range(3))
+    mask = torch.randn(mask_shape, dtype=torch.float64)
+    mask[..., :12, 12:] = -100.0  # shift-mask style blocks: rows whose mass sits in one half
+    grad_out = torch.randn(5, 3, 24, 8, dtype=torch.float64)
+    exact = dtype != torch.bfloat16
+    reference = [t.to(dtype if exact else torch.float64).requires_grad_(True) for t in (q, k, v, mask)]
+    inputs = [t.to(dtype).requires_grad_(True) for t in (q, k, v, mask)]
+    math_out = torch.ops.aten._scaled_dot_product_attention_math(*reference[:3], attn_mask=reference[3], scale=0.3)[0]
+    flash_out = CpuFlashAttentionWithMaskGrad.apply(*inputs, 0.3)
+    assert flash_out.dtype == dtype
+    assert (flash_out - math_out).abs().max() <= tol * math_out.abs().max()
+    expected = torch.autograd.grad(math_out, reference, grad_out.to(math_out.dtype))
+    actual = torch.autograd.grad(flash_out, inputs, grad_out.to(dtype))
+    expected = [e.to(dtype) if not exact else e for e in expected]
+    for name, a, e in zip(["q", "k", "v", "mask"], actual, expected):
+        assert a.shape == e.shape and a.dtype == e.dtype == dtype, name
+        assert (a.double() - e.double()).abs().max() <= tol * e.double().abs().max(), name
+
+
+@pytest.mark.parametrize(("attn_impl", "keeps_scores"), [("sdpa", False), ("explicit", True)])
+def test_training_attention_keeps_no_score_tensor_for_backward(attn_impl, keeps_scores) -> None:
+    """A training forward on CPU saves no ``(windows, heads, N, N)`` tensor for backward (the
+    learned bias needs a gradient, which the stock CPU SDPA only gives through its math path).
+    Batch 2: every mask group holds 2 windows, so its scores are ``(2, heads, N, N)``, while the
+    ``(1, heads, N, N)`` bias + mask it saves has one."""
+    window, grid, heads = (2, 4, 4), (1, 2, 2), 2
+    attn = WindowAttention(8, window, heads, mut_attn=True, attn_impl=attn_impl)
+    x = torch.randn(2 * math.prod(grid), math.prod(window), 8, requires_grad=True)
+    saved: list[torch.Size] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        out = attn(x, ShiftedWindows(grid, window, (1, 2, 2)))
+    out.sum().backward()
+    score_shaped = [s for s in saved if len(s) == 4 and s[0] > 1 and s[-1] == s[-2]]
+    assert bool(score_shaped) == keeps_scores, score_shaped
+    assert attn.relative_position_bias_table.grad.abs().sum() > 0
 
 
 def test_head_dim_padding_is_exact_on_cpu() -> None:
