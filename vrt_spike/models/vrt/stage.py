@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from vrt_spike.models.vrt.attention import AttnImpl
 from vrt_spike.models.vrt.tmsa import TMSAG, GEGLUMlp
-from vrt_spike.models.vrt.warp import FlowGuidedDeformAlign, flow_warp
+from vrt_spike.models.vrt.warp import FlowGuidedDeformAlign, flow_warp, frame_pairs, pairs_to_frames
 
 Reshape = Literal["none", "down", "up"]
 
@@ -43,6 +43,11 @@ class Stage(nn.Module):
     self-attention group over full windows (each followed by a linear layer and a skip), then
     flow-guided parallel warping of both neighbours fused by a GEGLU MLP.
     """
+
+    # Frame pairs aligned per deformable-alignment call: as many as fit this many pixels. Batching
+    # pairs saves kernel launches (the small frames of the low-resolution stages are launch-bound
+    # on a GPU); the cap bounds deform_conv2d's im2col buffer (9 C x pixels of the whole batch).
+    align_pixels_per_call: int = 128 * 128
 
     def __init__(
         self,
@@ -100,19 +105,19 @@ class Stage(nn.Module):
         return x
 
     def _aligned_neighbours(self, x: Tensor, flows_backward: Tensor, flows_forward: Tensor) -> tuple[Tensor, Tensor]:
-        """Frame t+1 aligned to t (zeros for the last frame) and t-1 aligned to t (zeros for the first)."""
-        n = x.shape[1]
-        backward = [torch.zeros_like(x[:, -1])]
-        for i in range(n - 1, 0, -1):
-            flow = flows_backward[:, i - 1]
-            warped = flow_warp(x[:, i], flow.permute(0, 2, 3, 1), "bilinear")
-            backward.insert(0, self.pa_deform(x[:, i], [warped], x[:, i - 1], [flow]))
-        forward = [torch.zeros_like(x[:, 0])]
-        for i in range(n - 1):
-            flow = flows_forward[:, i]
-            warped = flow_warp(x[:, i], flow.permute(0, 2, 3, 1), "bilinear")
-            forward.append(self.pa_deform(x[:, i], [warped], x[:, i + 1], [flow]))
-        return torch.stack(backward, 1), torch.stack(forward, 1)
+        """Frame t+1 aligned to t (zeros for the last frame) and t-1 aligned to t (zeros for the first).
+
+        ``x (B, T, C, H, W)``, flows ``(B, T-1, 2, H, W)`` -> two ``(B, T, C, H, W)``. Upstream aligns
+        one frame pair per call; here the 2(T-1) independent pairs run in batches of up to
+        ``align_pixels_per_call`` pixels (one warp, one offset CNN, one deformable conv per batch).
+        """
+        neighbours, targets, flows = frame_pairs(x, flows_backward, flows_forward)
+        per_call = max(1, self.align_pixels_per_call // (x.shape[-2] * x.shape[-1]))
+        aligned = []
+        for nb, tg, fl in zip(neighbours.split(per_call), targets.split(per_call), flows.split(per_call)):
+            warped = flow_warp(nb, fl.permute(0, 2, 3, 1), "bilinear")
+            aligned.append(self.pa_deform(nb, [warped], tg, [fl]))
+        return pairs_to_frames(torch.cat(aligned) if len(aligned) > 1 else aligned[0], x.shape[0])
 
 
 class Stage8(nn.Sequential):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from vrt_spike.models.vrt.attention import AttnImpl
 from vrt_spike.models.vrt.stage import Stage, Stage8
 from vrt_spike.models.vrt.tmsa import RTMSA
-from vrt_spike.models.vrt.warp import SpyNet, flow_warp
+from vrt_spike.models.vrt.warp import SpyNet, flow_warp, frame_pairs, pairs_to_frames
 
 StageHook = Callable[[int, Tensor], Tensor]
 """``feat = hook(i, feat)`` after stage ``i`` in 1..4, ``feat (B, C_i, T, H_i, W_i)``."""
@@ -211,14 +211,8 @@ class VRT(nn.Module):
     @staticmethod
     def get_aligned_images(x: Tensor, flows_backward: Tensor, flows_forward: Tensor) -> tuple[Tensor, Tensor]:
         """Neighbours warped onto each frame with ``nearest4``: two ``(B, T, 4C, H, W)`` (zeros at the ends)."""
-        n = x.shape[1]
-        backward = [torch.zeros_like(x[:, -1]).repeat(1, 4, 1, 1)]
-        for i in range(n - 1, 0, -1):
-            backward.insert(0, flow_warp(x[:, i], flows_backward[:, i - 1].permute(0, 2, 3, 1), "nearest4"))
-        forward = [torch.zeros_like(x[:, 0]).repeat(1, 4, 1, 1)]
-        for i in range(n - 1):
-            forward.append(flow_warp(x[:, i], flows_forward[:, i].permute(0, 2, 3, 1), "nearest4"))
-        return torch.stack(backward, 1), torch.stack(forward, 1)
+        neighbours, _, flows = frame_pairs(x, flows_backward, flows_forward)  # one warp for all pairs
+        return pairs_to_frames(flow_warp(neighbours, flows.permute(0, 2, 3, 1), "nearest4"), x.shape[0])
 
     def forward_features(
         self, x: Tensor, flows_backward: list[Tensor], flows_forward: list[Tensor], stage_hook: StageHook | None = None

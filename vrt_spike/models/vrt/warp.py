@@ -39,6 +39,29 @@ def flow_warp(x: Tensor, flow: Tensor, interp_mode: str = "bilinear", padding_mo
     return F.grid_sample(x, grid, mode=interp_mode, padding_mode=padding_mode, align_corners=True)
 
 
+def frame_pairs(x: Tensor, flows_backward: Tensor, flows_forward: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every neighbour -> frame alignment pair of a clip, as one batch.
+
+    ``x (B, T, C, H, W)``, flows ``(B, T-1, 2, H, W)`` -> ``(neighbours, targets, flows)`` with
+    ``B * 2(T-1)`` rows: first the backward pairs (frame t+1 onto t, ``flows_backward[:, t]``),
+    then the forward pairs (frame t onto t+1, ``flows_forward[:, t]``), batch-major.
+    """
+    neighbours = torch.cat([x[:, 1:], x[:, :-1]], 1)
+    targets = torch.cat([x[:, :-1], x[:, 1:]], 1)
+    flows = torch.cat([flows_backward, flows_forward], 1)
+    return neighbours.flatten(0, 1), targets.flatten(0, 1), flows.flatten(0, 1)
+
+
+def pairs_to_frames(pairs: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """Per-pair results ``(B * 2(T-1), ...)`` in :func:`frame_pairs` order -> ``(backward, forward)``,
+    each ``(B, T, ...)`` indexed by the target frame, zeros where a frame has no such neighbour
+    (backward: the last frame; forward: the first)."""
+    pairs = pairs.unflatten(0, (batch, -1))
+    n = pairs.shape[1] // 2 + 1
+    zeros = torch.zeros_like(pairs[:, :1])
+    return torch.cat([pairs[:, : n - 1], zeros], 1), torch.cat([zeros, pairs[:, n - 1 :]], 1)
+
+
 class SpyNetBasicModule(nn.Module):
     """One pyramid level of SpyNet: 5 conv layers predicting a flow residual from 8 channels."""
 
