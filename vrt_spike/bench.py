@@ -47,7 +47,10 @@ from vrt_spike.timing.timer import StageTimer
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-_DEFORM_OPS = ("torchvision.deform_conv2d", "torchvision._deform_conv2d_backward")
+_DEFORM_OPS = (
+    "torchvision.deform_conv2d", "torchvision._deform_conv2d_backward",
+    "vrt_spike.modulated_deform_conv2d_cpu", "vrt_spike.modulated_deform_conv2d_cpu_backward",
+)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vrt_spike.models.vrt.deform_conv import modulated_deform_conv2d
 from vrt_spike.profiling.flops import (
     BILINEAR_SAMPLE_FLOPS, DEFORM_BACKWARD_SAMPLING_FACTOR, MASK_FLOPS, count_flops,
     deform_conv2d_flops,
@@ -90,6 +91,20 @@ def test_deform_conv_counts_follow_documented_formula(use_mask: bool) -> None:
     train = count_flops(lambda: dcn().sum().backward())
     assert train.total == 3 * matmul + (1 + DEFORM_BACKWARD_SAMPLING_FACTOR) * sampling
     assert set(train.by_op) == {"torchvision.deform_conv2d", "torchvision._deform_conv2d_backward"}
+
+
+def test_cpu_deform_conv_is_counted_like_torchvision_s() -> None:
+    """VRT's CPU alignment runs our op, not torchvision's: same FLOPs, from our op's entries."""
+    x = torch.rand(2, 8, 6, 7, requires_grad=True)
+    offset = torch.rand(2, 2 * 2 * 9, 6, 7, requires_grad=True)
+    mask = torch.rand(2, 2 * 9, 6, 7, requires_grad=True)
+    weight = torch.rand(5, 8, 3, 3, requires_grad=True)
+    bias = torch.rand(5, requires_grad=True)
+    for step in (lambda out: out, lambda out: out.sum().backward()):
+        ours = count_flops(lambda: step(modulated_deform_conv2d(x, offset, mask, weight, bias)))
+        ref = count_flops(lambda: step(torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)))
+        assert ours.total == ref.total > 0
+        assert set(ours.by_op) <= {"vrt_spike.modulated_deform_conv2d_cpu", "vrt_spike.modulated_deform_conv2d_cpu_backward"}
 
 
 def test_deform_conv_matmul_part_equals_torch_count_of_the_dense_conv() -> None:

@@ -74,8 +74,8 @@ class _Loader(L.LightningDataModule):
 
 
 def _batch(k: int, nan: bool = False) -> dict:
-    # The target carries the NaN: a NaN *input* would reach torchvision's CPU deform_conv2d as NaN
-    # offsets, which crashes the process instead of producing a NaN loss.
+    # The target carries the NaN: VRT rejects a NaN *input* on CPU with a ValueError before any
+    # loss exists.
     sharp = torch.rand(1, 2, 3, 40, 40)
     if nan:
         sharp[0, 0, 0, 0, 0] = float("nan")

@@ -88,7 +88,7 @@ def test_bad_input_raises_value_error(tiny_vrt: VRT, shape: tuple[int, ...], mat
         tiny_vrt(torch.zeros(shape))
 
 
-def test_non_finite_input_raises_instead_of_crashing(tiny_vrt: VRT) -> None:
+def test_non_finite_input_raises_a_clear_error(tiny_vrt: VRT) -> None:
     x = torch.rand(1, 3, 3, 40, 48)
     x[0, 1, 2, 5, 7] = float("nan")
     x[0, 2, 0, 0, 0] = float("inf")

@@ -4,8 +4,10 @@
 that VRT+Spike runs are missing from its registry, so they are added here through its
 `custom_mapping` (no patching of torch):
 
-- torchvision's deformable convolution (`torchvision::deform_conv2d` and its backward), which VRT's
-  flow-guided DCN alignment uses. Counted analytically, see `deform_conv2d_flops`.
+- the deformable convolution of VRT's flow-guided DCN alignment: torchvision's
+  (`torchvision::deform_conv2d` and its backward, on CUDA) and ours on CPU
+  (`vrt_spike::modulated_deform_conv2d_cpu` and its backward, the same function). Both are counted
+  analytically with the same formulas, see `deform_conv2d_flops`.
 - the CPU SDPA kernel (`aten::_scaled_dot_product_flash_attention_for_cpu` and its backward), which
   `F.scaled_dot_product_attention` dispatches to on CPU. Counted with torch's own SDPA formulas, so
   CPU and GPU counts of the same model agree.
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.*)
+import vrt_spike.models.vrt.deform_conv  # noqa: F401  (registers torch.ops.vrt_spike.*)
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -105,6 +108,18 @@ def _deform_conv2d_backward_formula(
     return deform_conv2d_backward_flops(input_shape, weight_shape, grad_shape, use_mask).total
 
 
+def _cpu_deform_conv2d_formula(
+    input_shape, offset_shape, mask_shape, weight_shape, bias_shape, *args, out_shape, **kwargs
+) -> int:
+    return deform_conv2d_flops(input_shape, weight_shape, out_shape, use_mask=True).total
+
+
+def _cpu_deform_conv2d_backward_formula(
+    grad_shape, input_shape, offset_shape, mask_shape, weight_shape, *args, out_shape, **kwargs
+) -> int:
+    return deform_conv2d_backward_flops(input_shape, weight_shape, grad_shape, use_mask=True).total
+
+
 def _cpu_sdpa_formula(query_shape, key_shape, value_shape, *args, out_shape, **kwargs) -> int:
     return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -121,6 +136,8 @@ def extra_flop_formulas() -> dict[Any, Callable[..., int]]:
     return {
         torch.ops.torchvision.deform_conv2d: _deform_conv2d_formula,
         torch.ops.torchvision._deform_conv2d_backward: _deform_conv2d_backward_formula,
+        torch.ops.vrt_spike.modulated_deform_conv2d_cpu: _cpu_deform_conv2d_formula,
+        torch.ops.vrt_spike.modulated_deform_conv2d_cpu_backward: _cpu_deform_conv2d_backward_formula,
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_formula,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_formula,
     }

@@ -171,9 +171,9 @@ class VRT(nn.Module):
                 f"VRT expects H, W multiples of {factor} and at least ({min_h}, {min_w}) for window_size "
                 f"{list(self.window_size)}, got H={h}, W={w} (shape {tuple(x.shape)}); pad the input or use tiled_forward"
             )
-        # torchvision's CPU deform_conv2d crashes the process (SIGSEGV) on NaN offsets, which a
-        # non-finite input produces through SpyNet. On CUDA the check would cost a host sync per
-        # step, and nothing crashes there.
+        # A non-finite input spreads through SpyNet's flows and the alignment offsets to the whole
+        # output; name it here, where the cause is still visible. On CUDA the check would cost a
+        # host sync per step: there the training loop's non-finite-loss guard catches it.
         if not x.is_cuda and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"VRT input of shape {tuple(x.shape)} has {bad} non-finite values (NaN/Inf); "

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
+
+from vrt_spike.models.vrt.deform_conv import modulated_deform_conv2d
 
 
 def flow_warp(x: Tensor, flow: Tensor, interp_mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
@@ -178,10 +179,9 @@ class FlowGuidedDeformAlign(nn.Module):
         offset = torch.cat(
             [o + f.flip(1).repeat(1, o.shape[1] // 2, 1, 1) for o, f in zip(chunks, flows)], dim=1
         )
-        # torchvision's CPU kernel has no bf16/fp16 path and only its CUDA op upcasts under autocast:
-        # run it in fp32 on every device (what the CUDA autocast rule does).
+        # fp32 on every device, as torchvision's CUDA autocast rule does: in bf16 a sampling position
+        # near x = 64 is only resolved to 1/4 pixel.
         with torch.autocast(x.device.type, enabled=False):
-            return torchvision.ops.deform_conv2d(
-                x.float(), offset.float(), self.weight.float(), self.bias.float(), stride=1, padding=1,
-                dilation=1, mask=torch.sigmoid(mask.float()),
+            return modulated_deform_conv2d(
+                x.float(), offset.float(), torch.sigmoid(mask.float()), self.weight.float(), self.bias.float()
             )
