@@ -29,19 +29,24 @@ _BILINEAR, _ZEROS = 0, 0
 def _sampling_grid(offset: Tensor, kh: int, kw: int) -> Tensor:
     """Offsets ``(B, 2 G K, H, W)`` -> ``grid_sample`` grid ``(B G, K H, W, 2)`` (x, y in [-1, 1]).
 
-    ``align_corners=False`` normalisation, ``(2 p + 1) / size - 1``, which is defined for any
-    size (the ``align_corners=True`` one divides by ``size - 1``).
+    ``align_corners=False`` normalisation, position ``p`` -> ``(2 p + 1) / size - 1``, which is
+    defined for any size (the ``align_corners=True`` one divides by ``size - 1``). The grid is
+    the undeformed taps' positions plus ``2 / size`` times the offsets, written into one buffer:
+    at the sizes alignment runs it is as large as the offsets, and no other temporary is.
     """
-    b, _, h, w = offset.shape
+    _, _, h, w = offset.shape
     k = kh * kw
     off = rearrange(offset, "b (g k yx) h w -> (b g) k h w yx", k=k, yx=2)
     ar = dict(dtype=offset.dtype, device=offset.device)
-    tap_y, tap_x = torch.meshgrid(torch.arange(kh, **ar), torch.arange(kw, **ar), indexing="ij")
+    tap_y, tap_x = torch.meshgrid(torch.arange(kh, **ar) - kh // 2, torch.arange(kw, **ar) - kw // 2, indexing="ij")
     row, col = torch.meshgrid(torch.arange(h, **ar), torch.arange(w, **ar), indexing="ij")
-    y = row + (tap_y.reshape(k, 1, 1) - kh // 2) + off[..., 0]
-    x = col + (tap_x.reshape(k, 1, 1) - kw // 2) + off[..., 1]
-    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
-    return grid.flatten(1, 2)
+    taps = torch.stack(
+        ((2 * (col + tap_x.reshape(k, 1, 1)) + 1) / w - 1, (2 * (row + tap_y.reshape(k, 1, 1)) + 1) / h - 1), dim=-1
+    )  # (K, H, W, 2)
+    grid = torch.empty(off.shape, **ar)
+    torch.mul(off[..., 1], 2.0 / w, out=grid[..., 0])
+    torch.mul(off[..., 0], 2.0 / h, out=grid[..., 1])
+    return grid.add_(taps).flatten(1, 2)
 
 
 def _samples(x: Tensor, grid: Tensor, groups: int) -> Tensor:
@@ -75,9 +80,9 @@ def _deform_conv2d_cpu(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, 
     groups, k = _check(x, offset, mask, weight)
     kh, kw = weight.shape[2:]
     samples = _samples(x, _sampling_grid(offset, kh, kw), groups)
-    columns = rearrange(samples, "(b g) c (k h) w -> b g c k h w", g=groups, k=k) * rearrange(
-        mask, "b (g k) h w -> b g 1 k h w", g=groups
-    )
+    # modulate in place: backward rebuilds the samples, so this buffer is the only one
+    columns = rearrange(samples, "(b g) c (k h) w -> b g c k h w", g=groups, k=k)
+    columns.mul_(rearrange(mask, "b (g k) h w -> b g 1 k h w", g=groups))
     out = torch.matmul(weight.flatten(1), columns.flatten(1, 3).flatten(2))  # (B, Cout, H W)
     return (out + bias[:, None]).view(x.shape[0], -1, *x.shape[2:])
 
@@ -103,9 +108,10 @@ def _deform_conv2d_cpu_backward(
     grad_flat = grad.flatten(2)  # (B, Cout, H W)
     columns = (samples * mask6).flatten(1, 3).flatten(2)  # (B, Cin K, H W)
     grad_weight = torch.einsum("bop,bqp->oq", grad_flat, columns).view_as(weight)
+    del columns  # at most three sample-sized buffers at a time
     grad_columns = torch.matmul(weight.flatten(1).t(), grad_flat).view_as(samples)
     grad_mask = rearrange((grad_columns * samples).sum(2), "b g k h w -> b (g k) h w")
-    grad_samples = rearrange(grad_columns * mask6, "b g c k h w -> (b g) c (k h) w")
+    grad_samples = rearrange(grad_columns.mul_(mask6), "b g c k h w -> (b g) c (k h) w")
     x_groups = rearrange(x, "b (g c) h w -> (b g) c h w", g=groups)
     grad_x, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
         grad_samples, x_groups, grid, _BILINEAR, _ZEROS, False, [True, True]
