@@ -46,7 +46,8 @@ class Stage(nn.Module):
 
     # Frame pairs aligned per deformable-alignment call: as many as fit this many pixels. Batching
     # pairs saves kernel launches (the small frames of the low-resolution stages are launch-bound
-    # on a GPU); the cap bounds deform_conv2d's im2col buffer (9 C x pixels of the whole batch).
+    # on a GPU); the cap bounds the deformable conv's sampled-column buffer (9 C x pixels of the
+    # whole batch).
     align_pixels_per_call: int = 128 * 128
 
     def __init__(
