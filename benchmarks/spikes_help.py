@@ -9,7 +9,7 @@ PSNR of both and of the blurry input. Plain torch loop; both runs see identical 
 ``--jobs 2`` (default) the two variants train at once in two single-threaded worker processes,
 which on 2 cores is faster than one after the other with two threads each. ``--seeds`` repeats
 the comparison per seed (model init and batches) and prints the mean gain: within 600 steps the
-spike branch "takes off" at a seed-dependent step, so one seed's gain ranges from +0.3 to +0.8 dB.
+spike branch "takes off" at a seed-dependent step, so one seed's gain ranges from -0.01 to +0.83 dB.
 SpyNet (random init, no pretrained flow weights offline) stays frozen, as in the official
 ``fix_iter`` warm-up, in both runs. VRT's last convolution starts at zero in both runs, so both
 start from the identity (output = blurry input, like a pretrained backbone's small residual)
