@@ -92,3 +92,17 @@ def test_bad_shapes_raise_value_error(shapes: dict, match: str) -> None:
         args[name] = torch.zeros(shape)
     with pytest.raises(ValueError, match=match):
         modulated_deform_conv2d(**args)
+
+
+@pytest.mark.cuda
+def test_cpu_op_equals_the_cuda_path() -> None:
+    """The two devices run different implementations (ours on CPU, torchvision's on CUDA): a model
+    trained on one and run on the other must see the same function and gradients."""
+    cpu = _inputs(2, 32, 32, 24, 20, 16, 3, torch.float64, offset_scale=3.0)
+    cuda = [t.detach().cuda().requires_grad_() for t in cpu]
+    out_cpu, out_cuda = modulated_deform_conv2d(*cpu), modulated_deform_conv2d(*cuda)
+    grad = torch.randn(out_cpu.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads_cpu = torch.autograd.grad(out_cpu, cpu, grad)
+    grads_cuda = torch.autograd.grad(out_cuda, cuda, grad.cuda())
+    for name, a, b in zip(("out", *ARGS), (out_cpu, *grads_cpu), (out_cuda, *grads_cuda)):
+        assert ((a - b.cpu()).abs().max() / a.abs().max()).item() < 1e-10, name
