@@ -84,6 +84,8 @@ def test_nan_offsets_give_nan_outputs_at_those_pixels_only() -> None:
         ({"weight": (3, 4, 2, 2)}, r"odd kh, odd kw.*got weight shape \(3, 4, 2, 2\)"),
         ({"offset": (1, 17, 6, 6)}, r"offset must be \(B=1, 2 \* groups \* 9, 6, 6\), got \(1, 17, 6, 6\)"),
         ({"mask": (1, 18, 6, 6)}, r"mask be \(1, 9, 6, 6\), got mask \(1, 18, 6, 6\)"),
+        ({"offset": (1, 0, 6, 6)}, r"offset must be .* got \(1, 0, 6, 6\)"),
+        ({"bias": (4,)}, r"bias must be \(3,\) for weight \(3, 4, 3, 3\), got \(4,\)"),
     ],
 )
 def test_bad_shapes_raise_value_error(shapes: dict, match: str) -> None:

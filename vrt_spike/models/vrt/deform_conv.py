@@ -56,6 +56,7 @@ def _samples(x: Tensor, grid: Tensor, groups: int) -> Tensor:
 
 
 def _check(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor) -> tuple[int, int]:
+    """Validate the shapes (ValueError naming expected and actual); return (groups, kh * kw)."""
     b, c_in, h, w = x.shape
     c_out, c_w, kh, kw = weight.shape
     if c_w != c_in or kh % 2 == 0 or kw % 2 == 0:
@@ -64,9 +65,10 @@ def _check(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor) -> tuple[int
             f"{c_in} channels, got weight shape {tuple(weight.shape)}"
         )
     k = kh * kw
-    if offset.shape[1] % (2 * k) or offset.shape[0] != b or tuple(offset.shape[2:]) != (h, w):
+    n_offsets = offset.shape[1]
+    if not n_offsets or n_offsets % (2 * k) or offset.shape[0] != b or tuple(offset.shape[2:]) != (h, w):
         raise ValueError(f"offset must be (B={b}, 2 * groups * {k}, {h}, {w}), got {tuple(offset.shape)}")
-    groups = offset.shape[1] // (2 * k)
+    groups = n_offsets // (2 * k)
     if c_in % groups or tuple(mask.shape) != (b, groups * k, h, w):
         raise ValueError(
             f"with {groups} deformable groups, input channels ({c_in}) must divide by the groups and mask be "
@@ -78,6 +80,8 @@ def _check(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor) -> tuple[int
 @torch.library.custom_op("vrt_spike::modulated_deform_conv2d_cpu", mutates_args=(), device_types="cpu")
 def _deform_conv2d_cpu(x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     groups, k = _check(x, offset, mask, weight)
+    if tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must be ({weight.shape[0]},) for weight {tuple(weight.shape)}, got {tuple(bias.shape)}")
     kh, kw = weight.shape[2:]
     samples = _samples(x, _sampling_grid(offset, kh, kw), groups)
     # modulate in place: backward rebuilds the samples, so this buffer is the only one
