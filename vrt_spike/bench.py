@@ -33,7 +33,7 @@ import torch
 from hydra.experimental.callback import Callback
 from torch import Tensor, nn
 
-from vrt_spike.profiling.flops import FlopCount, count_flops
+from vrt_spike.profiling.flops import FlopCount, count_flops, deform_conv_op_names
 from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
 from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.profiling.report import (
@@ -47,10 +47,6 @@ from vrt_spike.timing.timer import StageTimer
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-_DEFORM_OPS = (
-    "torchvision.deform_conv2d", "torchvision._deform_conv2d_backward",
-    "vrt_spike.modulated_deform_conv2d_cpu", "vrt_spike.modulated_deform_conv2d_cpu_backward",
-)
 
 
 @dataclass(frozen=True)
@@ -301,7 +297,7 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
         "infer_peak_mem_mib": infer_mem / MIB,
         "mem_kind": memory.kind,
         "train_flops_per_step": train_flops.total,
-        "train_deform_flops": sum(train_flops.by_op.get(op, 0) for op in _DEFORM_OPS),
+        "train_deform_flops": sum(train_flops.by_op.get(op, 0) for op in deform_conv_op_names()),
         "infer_flops_per_forward": infer_flops.total,
         "train_tflops_per_s": train_flops.total / train_s / 1e12,
         "infer_tflops_per_s": infer_flops.total / infer_s / 1e12,

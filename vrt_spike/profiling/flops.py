@@ -130,6 +130,13 @@ def _cpu_sdpa_backward_formula(
     return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def deform_conv_op_names() -> tuple[str, ...]:
+    """`FlopCount.by_op` keys of the deformable convolution (forward and backward, both devices)."""
+    ops = (torch.ops.torchvision.deform_conv2d, torch.ops.torchvision._deform_conv2d_backward,
+           torch.ops.vrt_spike.modulated_deform_conv2d_cpu, torch.ops.vrt_spike.modulated_deform_conv2d_cpu_backward)
+    return tuple(str(op) for op in ops)
+
+
 def extra_flop_formulas() -> dict[Any, Callable[..., int]]:
     """The `custom_mapping` for `FlopCounterMode`: ops its registry misses (see module doc)."""
     aten = torch.ops.aten
