@@ -118,3 +118,28 @@ def test_distributed_sampler_shards_train_samples(tiny_root):
     assert all(len(s) == -(-n // 3) for s in shards)
     assert set().union(*shards) == set(range(n))
     assert len(set(shards[0]) & set(shards[1])) <= 1  # only padding repeats
+
+
+def test_val_batches_carry_the_spike_floor_and_train_batches_do_not(tiny_root, tiny_cfg):
+    dm = _dm(tiny_root, cache=False, spike_floor="sdm", sharp_instant=0.5, sharp_width=1 / 3)
+    dm.setup("fit")
+    train, val = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+    assert "spike_floor" not in train
+    assert val["spike_floor"].shape == val["blur"].shape and 0 <= val["spike_floor"].min() <= val["spike_floor"].max() <= 1
+    assert not torch.equal(val["spike_floor"], val["blur"])  # the spikes moved it
+    assert "spike_floor" in val["timings"] and "spike_floor" not in train["timings"]
+
+
+def test_sharp_instant_must_match_the_synthetic_manifest(tiny_root, tiny_cfg):
+    assert tiny_cfg.sub_frames == 3  # ground truth: sub-frame 1 of 3, centred at 0.5
+    dm = _dm(tiny_root, sharp_instant=0.5625)
+    with pytest.raises(ValueError, match=r"data.sharp_instant=0.5625 does not match .*sub-frame 1 of sub_frames=3.*"
+                                         r"set data.sharp_instant=0.5"):
+        dm.setup("fit")
+
+
+def test_time_reversal_needs_a_centred_ground_truth(tiny_root):
+    with pytest.raises(ValueError, match=r"time_reverse=true needs .* got data.sharp_instant=0.5625: reversal would "
+                                         r"move it to 0.4375"):
+        _dm(tiny_root, sharp_instant=0.5625, augment={"hflip": True, "vflip": True, "rot90": True, "time_reverse": True})
+    _dm(tiny_root, sharp_instant=0.5, augment={"hflip": True, "vflip": True, "rot90": True, "time_reverse": True})

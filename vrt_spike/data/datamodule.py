@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,12 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         eval_crop_size: centre crop for val/test, or None for full frames.
         train_split, val_split, test_split: split directory names (GoPro-spike has train/test, so
             validation uses ``test`` unless told otherwise).
+        spike_floor: non-learned reading (``sdm`` | ``tfp`` | None) added to val/test samples as
+            ``spike_floor`` and scored as ``val/psnr_spike_floor``.
+        sharp_instant, sharp_width: where the ground truth sits in each exposure, as fractions of it
+            (the floor's window; models read them too). On a synthetic dataset the instant must
+            match its manifest: the centre of sub-frame ``N // 2`` of ``N``.
+        spike_threshold, spike_gain: camera constants for ``tfp``.
     """
 
     def __init__(
@@ -75,6 +82,11 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         train_split: str = "train",
         val_split: str = "test",
         test_split: str = "test",
+        spike_floor: str | None = None,
+        sharp_instant: float = 0.5,
+        sharp_width: float = 0.125,
+        spike_threshold: float = 2.0,
+        spike_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -82,6 +94,12 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.synth_config = synth.SynthConfig(**dict(synthetic or {}))
         self.augment = dict(augment) if augment is not None else {"hflip": True, "vflip": True, "rot90": True, "time_reverse": False}
+        if self.augment.get("time_reverse") and abs(sharp_instant - 0.5) > 1e-6:
+            # Reversed, the frame's sharp instant moves to 1 - sharp_instant while its ground truth
+            # stays: the sample would teach the model (and its spike prior) the wrong instant.
+            raise ValueError(f"data.augment.time_reverse=true needs the ground truth at the exposure's middle "
+                             f"(data.sharp_instant=0.5), got data.sharp_instant={sharp_instant}: reversal would move "
+                             f"it to {1 - sharp_instant:g}. Set data.augment.time_reverse=false")
         self.data_train: SpikeDeblurDataset | None = None
         self.data_val: SpikeDeblurDataset | None = None
         self.data_test: SpikeDeblurDataset | None = None
@@ -108,7 +126,27 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             flip_spike_rows=hp.flip_spike_rows,
             drop_partial_frames=hp.drop_partial_frames,
             cache_dir=self.cache_dir,
+            spike_floor=None if train else hp.spike_floor,
+            sharp_instant=hp.sharp_instant,
+            sharp_width=hp.sharp_width,
+            spike_threshold=hp.spike_threshold,
+            spike_gain=hp.spike_gain,
         )
+
+    def _check_sharp_window(self) -> None:
+        """A synthetic dataset knows where its ground truth sits: the configured window must agree."""
+        manifest = self.root / synth.MANIFEST
+        if not manifest.is_file():
+            return
+        config = json.loads(manifest.read_text()).get("config", {})
+        n = int(config.get("sub_frames", 0))
+        if n < 1:
+            return
+        expected = (n // 2 + 0.5) / n
+        if abs(float(self.hparams.sharp_instant) - expected) > 1e-6:
+            raise ValueError(f"data.sharp_instant={self.hparams.sharp_instant} does not match {manifest}: its ground "
+                             f"truth is sub-frame {n // 2} of sub_frames={n}, centred at {expected:g} of the exposure; "
+                             f"set data.sharp_instant={expected:g}")
 
     def prepare_data(self) -> None:
         """Build what is missing: the synthetic dataset, then each split's spike cache."""
@@ -120,6 +158,7 @@ class SpikeDeblurDataModule(L.LightningDataModule):
                 self._dataset(split, train=False).build_cache()
 
     def setup(self, stage: str | None = None) -> None:
+        self._check_sharp_window()
         if stage in (None, "fit") and self.data_train is None:
             self.data_train = self._dataset(self.hparams.train_split, train=True)
         if stage in (None, "fit", "validate") and self.data_val is None:

@@ -16,6 +16,7 @@ from vrt_spike.data.cache import CacheSpec, VoxelCache, build_cache, cache_file,
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
+from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
 
 __all__ = ["SpikeDeblurDataset", "read_png"]
 
@@ -42,8 +43,10 @@ class SpikeDeblurDataset(Dataset):
     ``spike (T, K, H, W)`` float32 in [0, 1] on the RGB grid, ``clip`` (name), ``frame_start``
     (file index of the window's first frame, before any time reversal) and ``timings``
     (milliseconds per loading stage: ``read_png``, ``decode_spike`` + ``voxelize`` or
-    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``total``; measured with
-    ``time.perf_counter``).
+    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``spike_floor``, ``total``; measured
+    with ``time.perf_counter``). With ``spike_floor`` set, also ``spike_floor (T, 3, H, W)``: the
+    non-learned reading of the raw spike stream (:mod:`vrt_spike.models.classical`), the floor a
+    learned model must beat.
 
     Args:
         root: dataset root in the GoPro-spike layout.
@@ -61,6 +64,10 @@ class SpikeDeblurDataset(Dataset):
         flip_spike_rows: ``.dat`` rows are stored upside down (the camera convention).
         drop_partial_frames: drop a trailing partial spike frame with a warning instead of failing.
         cache_dir: read counts from the HDF5 cache in this directory (built by :meth:`build_cache`).
+        spike_floor: ``sdm`` or ``tfp`` to add the ``spike_floor`` reading (no augmentation), or None.
+        sharp_instant, sharp_width: the window the floor reads, as fractions of the exposure
+            (where the ground truth sits).
+        spike_threshold, spike_gain: the camera constants TFP scales its rate by.
     """
 
     def __init__(
@@ -79,6 +86,11 @@ class SpikeDeblurDataset(Dataset):
         flip_spike_rows: bool = True,
         drop_partial_frames: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        spike_floor: str | None = None,
+        sharp_instant: float = 0.5,
+        sharp_width: float = 0.125,
+        spike_threshold: float = 2.0,
+        spike_gain: float = 1.0,
     ) -> None:
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
@@ -88,6 +100,13 @@ class SpikeDeblurDataset(Dataset):
         self.clip_len, self.crop_size = clip_len, crop_size
         self.spike_upsample = spike_upsample
         self.augment = PairedAugment(**augment) if augment is not None else None
+        if spike_floor is not None and spike_floor not in FLOOR_METHODS:
+            raise ValueError(f"data.spike_floor must be one of {FLOOR_METHODS} or null, got {spike_floor!r}")
+        if spike_floor is not None and augment is not None:
+            raise ValueError("data.spike_floor is scored on val/test samples, which are not augmented; "
+                             "got a dataset with augment set")
+        self.floor = {"method": spike_floor, "center": float(sharp_instant), "width": float(sharp_width),
+                      "threshold": float(spike_threshold), "gain": float(spike_gain)} if spike_floor else None
         spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames)
         self.spike_size = (spike_cfg.height, spike_cfg.width)
         self.spec = CacheSpec(representation, num_bins, tfp_window, *self.spike_size, flip_spike_rows, drop_partial_frames)
@@ -151,17 +170,14 @@ class SpikeDeblurDataset(Dataset):
         t1 = time.perf_counter()
         timings["read_png"] = (t1 - t0) * 1e3
 
-        sy, sx, sh, sw = box.spike
+        bits: list[np.ndarray] | None = None
         if self.cache is not None:
             spike = self.cache.read(clip.name, start, stop, box.spike)
             t2 = time.perf_counter()
             timings["cache_read"] = (t2 - t1) * 1e3
         else:
             spec = self.spec
-            bits = [
-                read_dat(p, spec.spike_h, spec.spike_w, flip=spec.flip_rows, drop_partial=spec.drop_partial)[:, sy : sy + sh, sx : sx + sw]
-                for p in clip.spike[start:stop]
-            ]
+            bits = self._read_bits(clip, start, stop, box)
             t_dec = time.perf_counter()
             timings["decode_spike"] = (t_dec - t1) * 1e3
             spike = np.stack([normalise(*spike_counts(b, spec.num_bins, spec.representation, spec.tfp_window)) for b in bits])
@@ -186,12 +202,22 @@ class SpikeDeblurDataset(Dataset):
         spike_t = torch.from_numpy(np.ascontiguousarray(spike, dtype=np.float32))
         t5 = time.perf_counter()
         timings["to_tensor"] = (t5 - t4) * 1e3
-        timings["total"] = (t5 - t_start) * 1e3
-        return {
-            "blur": blur_t,
-            "sharp": sharp_t,
-            "spike": spike_t,
-            "clip": clip.name,
-            "frame_start": start,
-            "timings": timings,
-        }
+        sample = {"blur": blur_t, "sharp": sharp_t, "spike": spike_t, "clip": clip.name, "frame_start": start}
+        if self.floor is not None:
+            # Read from the raw stream (not the voxels): its own window, upsampled bilinearly.
+            raw = bits if bits is not None else self._read_bits(clip, start, stop, box)
+            sample["spike_floor"] = torch.stack([
+                spike_floor(self.floor["method"], b, torch.from_numpy(r.astype(np.float32)),
+                            center=self.floor["center"], width=self.floor["width"],
+                            threshold=self.floor["threshold"], gain=self.floor["gain"])
+                for b, r in zip(blur_t, raw)])
+            timings["spike_floor"] = (time.perf_counter() - t5) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        sample["timings"] = timings
+        return sample
+
+    def _read_bits(self, clip: layout.Clip, start: int, stop: int, box: Box) -> list[np.ndarray]:
+        """Raw spike frames ``(N_i, h, w)`` of frames ``start..stop`` inside the box's spike area."""
+        spec, (sy, sx, sh, sw) = self.spec, box.spike
+        return [read_dat(p, spec.spike_h, spec.spike_w, flip=spec.flip_rows, drop_partial=spec.drop_partial)
+                [:, sy : sy + sh, sx : sx + sw] for p in clip.spike[start:stop]]
