@@ -49,6 +49,40 @@ def _frames(x: Tensor) -> Tensor:
     return rearrange(x, "b t c h w -> (b t) c h w")
 
 
+FRAME_METRICS = ("psnr", "ssim", "psnr_input", "psnr_spike_floor")
+
+
+def score_frames(pred: Tensor, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per frame of ``pred (B, T, 3, H, W)``: clip, frame, PSNR/SSIM against ``batch['sharp']``,
+    the blurry input's PSNR and, when the batch carries it, the spike floor's PSNR."""
+    b, t = pred.shape[:2]
+    sharp = _frames(batch["sharp"])
+    psnr = peak_signal_noise_ratio(_frames(pred.float()), sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(_frames(pred.float()), sharp, data_range=1.0, reduction="none")
+    refs = {"psnr_input": batch["blur"], "psnr_spike_floor": batch.get("spike_floor")}
+    ref_psnr = {k: peak_signal_noise_ratio(_frames(v), sharp, data_range=1.0, reduction="none", dim=(1, 2, 3)).tolist()
+                for k, v in refs.items() if v is not None}
+    psnr, ssim = psnr.tolist(), ssim.tolist()
+    rows = []
+    for i in range(b * t):
+        s, f = divmod(i, t)
+        rows.append({"clip": batch["clip"][s], "frame": int(batch["frame_start"][s]) + f, "psnr": psnr[i],
+                     "ssim": ssim[i], **{k: v[i] for k, v in ref_psnr.items()}})
+    return rows
+
+
+def summarise_frames(frames: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per-frame rows -> per-clip means (sorted by clip) and the mean over all frames."""
+    metrics = [m for m in FRAME_METRICS if frames and m in frames[0]]
+    by_clip: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in frames:
+        by_clip[r["clip"]].append(r)
+    clips = [{"clip": clip, "frames": len(rs), **{m: sum(r[m] for r in rs) / len(rs) for m in metrics}}
+             for clip, rs in sorted(by_clip.items())]
+    n = max(1, len(frames))
+    return clips, {m: sum(r[m] for r in frames) / n for m in metrics}
+
+
 class DeblurModule(L.LightningModule):
     """Trains and evaluates a spike-guided deblurring network.
 
@@ -96,6 +130,8 @@ class DeblurModule(L.LightningModule):
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.val_psnr_floor = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.val_frames_scored = 0  # frames of the last validation (the verdict names them)
         self._nonfinite_in_a_row = 0
         self.skipped_steps = 0
         self._last_batch_end: float | None = None
@@ -203,6 +239,7 @@ class DeblurModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._last_batch_end = None  # step times exclude validation
+        self.val_frames_scored = 0
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         pred = self._restore(batch).clamp(0, 1)
@@ -212,26 +249,37 @@ class DeblurModule(L.LightningModule):
         self.val_ssim(out, sharp)
         self.val_psnr_input(blur, sharp)
         n = out.shape[0]
+        self.val_frames_scored += n
         self.log("val/psnr", self.val_psnr, prog_bar=True, batch_size=n)
         self.log("val/ssim", self.val_ssim, batch_size=n)
         self.log("val/psnr_input", self.val_psnr_input, batch_size=n)
+        if batch.get("spike_floor") is not None:  # the same frames, read by the non-learned formula
+            self.val_psnr_floor(_frames(batch["spike_floor"]), sharp)
+            self.log("val/psnr_spike_floor", self.val_psnr_floor, batch_size=n)
         if batch_idx == 0 and self.hparams.log_images and not self.trainer.sanity_checking:
             self._log_images(batch, pred)
 
     def _log_images(self, batch: Mapping[str, Any], pred: Tensor) -> None:
+        """One full frame per validation: blur | spike floor | restored | sharp, shown 2x (nearest)."""
         if self.global_rank != 0:
             return
         from torchvision.utils import save_image
 
         t = pred.shape[1] // 2
-        row = torch.stack([batch["blur"][0, t], pred[0, t].float(), batch["sharp"][0, t]]).cpu()
+        panels = {"blur": batch["blur"][0, t], "spike floor": batch.get("spike_floor"),
+                  "restored": pred[0, t].float(), "sharp": batch["sharp"][0, t]}
+        if panels["spike floor"] is not None:
+            panels["spike floor"] = panels["spike floor"][0, t]
+        panels = {k: v for k, v in panels.items() if v is not None}
+        row = torch.nn.functional.interpolate(torch.stack(list(panels.values())).cpu().float(), scale_factor=2,
+                                              mode="nearest")
         path = Path(self.trainer.default_root_dir) / "images" / f"val_step{self.global_step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(row, path, nrow=3, padding=2)
+        save_image(row, path, nrow=len(panels), padding=4, pad_value=1.0)
+        caption = f"{batch['clip'][0]} frame {int(batch['frame_start'][0]) + t}: {' | '.join(panels)}"
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image("val/restored", [str(path)], step=self.global_step,
-                                 caption=[f"{batch['clip'][0]} frame {int(batch['frame_start'][0]) + t}: blur | restored | sharp"])
+                logger.log_image("val/restored", [str(path)], step=self.global_step, caption=[caption])
 
     # ------------------------------------------------------------------ test (per clip)
 
@@ -241,15 +289,7 @@ class DeblurModule(L.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Per-frame PSNR/SSIM rows; returns the restored clip (callbacks save it as PNG)."""
         pred = self._restore(batch).clamp(0, 1).float()
-        b, t = pred.shape[:2]
-        out, sharp, blur = _frames(pred), _frames(batch["sharp"]), _frames(batch["blur"])
-        psnr = peak_signal_noise_ratio(out, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        psnr_in = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        ssim = structural_similarity_index_measure(out, sharp, data_range=1.0, reduction="none")
-        for i in range(b * t):
-            s, f = divmod(i, t)
-            self._test_rows.append({"clip": batch["clip"][s], "frame": int(batch["frame_start"][s]) + f,
-                                    "psnr": float(psnr[i]), "ssim": float(ssim[i]), "psnr_input": float(psnr_in[i])})
+        self._test_rows += score_frames(pred, batch)
         return pred
 
     def on_test_epoch_end(self) -> None:
@@ -261,12 +301,6 @@ class DeblurModule(L.LightningModule):
         # DistributedSampler pads the last shard with repeats: keep one row per (clip, frame).
         unique = {(r["clip"], r["frame"]): r for r in rows}
         self.test_frames = [unique[k] for k in sorted(unique)]
-        by_clip: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in self.test_frames:
-            by_clip[r["clip"]].append(r)
-        self.test_clips = [{"clip": clip, "frames": len(rs), **{m: sum(r[m] for r in rs) / len(rs) for m in ("psnr", "ssim", "psnr_input")}}
-                           for clip, rs in sorted(by_clip.items())]
-        n = max(1, len(self.test_frames))
-        for m in ("psnr", "ssim", "psnr_input"):
-            value = sum(r[m] for r in self.test_frames) / n
+        self.test_clips, mean = summarise_frames(self.test_frames)
+        for m, value in mean.items():
             self.log(f"test/{m}", value, sync_dist=False, rank_zero_only=True)

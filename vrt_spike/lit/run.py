@@ -20,8 +20,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vrt_spike.lit.config import check_config
-from vrt_spike.lit.module import DeblurModule, build_net
+from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
 from vrt_spike.lit.sweep import write_summary
+from vrt_spike.models.classical import FLOOR_METHODS
 
 __all__ = ["train", "evaluate", "SavePredictions"]
 
@@ -131,6 +132,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val_psnr": _metric(trainer, "val/psnr"),
         "val_ssim": _metric(trainer, "val/ssim"),
         "val_psnr_input": _metric(trainer, "val/psnr_input"),
+        "val_psnr_spike_floor": _metric(trainer, "val/psnr_spike_floor"),
+        "val_scope": _val_scope(trainer, datamodule, module),
         "test_psnr": _metric(trainer, "test/psnr"),
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
         "skipped_steps": module.skipped_steps,
@@ -152,13 +155,47 @@ def _finish_wandb(loggers: list[Logger], status: str) -> None:
             wandb.finish(exit_code=0 if status == "ok" else 1)
 
 
+def _val_scope(trainer: L.Trainer, datamodule: Any, module: DeblurModule) -> dict[str, Any] | None:
+    """What the last validation scored: frames, clips, frame size, and whether that is the whole split."""
+    data_val = getattr(datamodule, "data_val", None)
+    if data_val is None or not module.val_frames_scored:
+        return None
+    frames = sum(len(clip) for clip in data_val.clips)
+    crop = getattr(data_val, "crop_size", None)
+    limit = trainer.limit_val_batches
+    whole = crop is None and (limit is None or (isinstance(limit, float) and limit >= 1.0))
+    return {"frames": frames, "clips": len(data_val.clips), "scored": module.val_frames_scored,
+            "size": list(data_val.clips[0].rgb_size) if crop is None else [crop, crop], "whole_split": whole}
+
+
+def _verdict(summary: dict[str, Any]) -> list[str]:
+    """The line a user reads first: model vs the blurry input and vs the non-learned spike floor."""
+    psnr, blur, floor = summary["val_psnr"], summary["val_psnr_input"], summary.get("val_psnr_spike_floor")
+    scope = summary.get("val_scope")
+    if psnr is None or blur is None:
+        return []
+    line = f"val/psnr {psnr:.2f} dB | blurry input {blur:.2f} dB ({psnr - blur:+.2f})"
+    if floor is not None:
+        line += f" | spike floor {floor:.2f} dB ({psnr - floor:+.2f})"
+    line += f"   val/ssim {summary['val_ssim']:.4f}"
+    if scope is None:
+        return [line]
+    where = f"{scope['frames']} frames of {scope['clips']} clips"
+    if not scope["whole_split"]:
+        return [line, f"NOT a verdict: measured on a subset ({scope['scored']} frames at {scope['size'][0]}x"
+                      f"{scope['size'][1]}) of the val split ({where}); set trainer.limit_val_batches=1.0 and "
+                      "data.eval_crop_size=null"]
+    where += f" at {scope['size'][0]}x{scope['size'][1]}"
+    beats = [name for name, ref in (("the input", blur), ("the spike floor", floor)) if ref is not None and psnr > ref]
+    misses = [name for name, ref in (("the input", blur), ("the spike floor", floor)) if ref is not None and psnr <= ref]
+    verdict = ("beats " + " and ".join(beats)) if beats else ""
+    if misses:
+        verdict += ("; " if verdict else "") + "does NOT beat " + " or ".join(misses)
+    return [line, f"verdict on the whole val split ({where}, full frames): {verdict}"]
+
+
 def _print_report(summary: dict[str, Any], callbacks: list[Callback]) -> None:
-    psnr, floor = summary["val_psnr"], summary["val_psnr_input"]
-    lines = [f"\nRun dir: {summary['run_dir']}"]
-    if psnr is not None and floor is not None:
-        verdict = "beats" if psnr > floor else "does NOT beat"
-        lines.append(f"val/psnr {psnr:.2f} dB vs blurry input val/psnr_input {floor:.2f} dB: "
-                     f"{psnr - floor:+.2f} dB ({verdict} the input)   val/ssim {summary['val_ssim']:.4f}")
+    lines = [f"\nRun dir: {summary['run_dir']}", *_verdict(summary)]
     if summary["step_time_s"] is not None:
         lines.append(f"median training step: {summary['step_time_s'] * 1e3:.0f} ms over {summary['steps']} steps")
     print("\n".join(lines), flush=True)
@@ -222,30 +259,61 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     os.replace(tmp, path)
 
 
+def _floor_frames(cfg: DictConfig, method: str) -> list[dict[str, Any]]:
+    """Per-frame rows of a non-learned spike reading over the test split (no network, no Lightning)."""
+    with open_dict(cfg):
+        cfg.data.spike_floor = method
+        cfg.data.cache = False  # the floor reads the raw stream; voxel caches would go unused
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    rows: list[dict[str, Any]] = []
+    for batch in datamodule.test_dataloader():
+        rows += score_frames(batch["spike_floor"], batch)
+    unique = {(r["clip"], r["frame"]): r for r in rows}  # the last window may overlap the one before
+    return [unique[k] for k in sorted(unique)]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Per-clip and mean PSNR/SSIM on the test split: printed, and written to ``out_csv``."""
+    """Per-clip and mean PSNR/SSIM on the test split: printed, and written to ``out_csv``.
+
+    ``method=checkpoint`` (default) scores ``ckpt_path``; ``method=sdm|tfp`` scores that non-learned
+    reading of the spike stream (:mod:`vrt_spike.models.classical`) on the same frames.
+    """
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    module = _load_for_eval(cfg)
-    with open_dict(cfg):
-        cfg.model = module.hparams.model  # the network the checkpoint holds
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
-    callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
-    trainer.test(module, datamodule=datamodule)
-    clips = module.test_clips
-    n = len(module.test_frames)
-    mean = {m: sum(r[m] for r in module.test_frames) / n for m in ("psnr", "ssim", "psnr_input")}
+    method = cfg.get("method", "checkpoint")
+    if method in FLOOR_METHODS:
+        frames, is_zero = _floor_frames(cfg, method), True
+    elif method == "checkpoint":
+        if cfg.get("ckpt_path") is None:
+            raise ValueError("evaluate.py method=checkpoint needs ckpt_path=<file> (a train.py .ckpt or an official VRT "
+                             "release); or score a non-learned spike reading with method=sdm or method=tfp")
+        module = _load_for_eval(cfg)
+        with open_dict(cfg):
+            cfg.model = module.hparams.model  # the network the checkpoint holds
+        datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
+        callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
+        trainer.test(module, datamodule=datamodule)
+        frames, is_zero = module.test_frames, trainer.is_global_zero
+    else:
+        raise ValueError(f"evaluate.py method must be checkpoint or one of {FLOOR_METHODS}, got {method!r}")
+    clips, mean = summarise_frames(frames)
+    n = len(frames)
     rows = [*clips, {"clip": "mean (all frames)", "frames": n, **mean}]
-    if trainer.is_global_zero:
+    if is_zero:
+        metrics = [m for m in FRAME_METRICS if m in mean]
         out_csv = Path(cfg.out_csv)
         out_csv.parent.mkdir(parents=True, exist_ok=True)
-        _write_csv(out_csv, rows, ["clip", "frames", "psnr", "ssim", "psnr_input"])
-        _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), module.test_frames,
-                   ["clip", "frame", "psnr", "ssim", "psnr_input"])
+        _write_csv(out_csv, rows, ["clip", "frames", *metrics])
+        _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame", *metrics])
         width = max(len(r["clip"]) for r in rows)
-        print(f"\n{'clip':<{width}}  frames    PSNR    SSIM  PSNR(input)")
+        heads = {"psnr": "PSNR", "ssim": "SSIM", "psnr_input": "PSNR(input)", "psnr_spike_floor": "PSNR(floor)"}
+        print(f"\n{method if method != 'checkpoint' else cfg.ckpt_path}")
+        print(f"{'clip':<{width}}  frames  " + "  ".join(f"{heads[m]:>11}" for m in metrics))
         for r in rows:
-            print(f"{r['clip']:<{width}}  {r['frames']:>6}  {r['psnr']:6.2f}  {r['ssim']:.4f}  {r['psnr_input']:6.2f}")
+            print(f"{r['clip']:<{width}}  {r['frames']:>6}  " + "  ".join(f"{r[m]:>11.4f}" if m == "ssim" else f"{r[m]:>11.2f}"
+                                                                      for m in metrics))
         print(f"written: {out_csv}", flush=True)
     return {"clips": clips, "mean": mean, "csv": str(cfg.out_csv)}

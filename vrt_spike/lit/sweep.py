@@ -17,7 +17,7 @@ __all__ = ["SUMMARY_FILE", "SweepSummaryCallback", "write_summary", "read_job_su
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"   # written by every train.py job in its run dir
-COLUMNS = ("job", "overrides", "val_psnr", "val_psnr_input", "val_ssim", "step_time_s", "steps", "status", "run_dir")
+COLUMNS = ("job", "overrides", "val_psnr", "val_psnr_input", "val_psnr_spike_floor", "val_ssim", "step_time_s", "steps", "status", "run_dir")
 
 
 def _atomic_write(path: Path, text: str) -> None:
