@@ -3,6 +3,11 @@
 spike ``(B, T, K, H, W)`` -> SpikeEncoder3D -> SpikeTemporalSA -> ``[Fs1'..Fs4']``; the RGB clip
 runs through VRT and, right after each stage ``i`` in ``fuse_stages``, its feature queries
 ``Fs_i'`` (MultiScaleTemporalCrossAttnFuse) through VRT's ``stage_hook``.
+
+Two short paths from the spikes to the output (both switchable; see ``docs/PERFORMANCE.md`` for
+why the fusion alone learns too late): VRT's residual can be added to S-SDM's non-learned spike
+reading of the frames instead of the blurry input (``residual_base="sdm"``), and a spike head
+adds a correction read straight from the full-resolution spike features (``spike_head=True``).
 """
 from __future__ import annotations
 
@@ -13,13 +18,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from vrt_spike.models.classical import sdm
 from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
-from vrt_spike.models.spike import SpikeEncoder3D, SpikeTemporalSA
+from vrt_spike.models.spike import SpikeEncoder3D, SpikeRefineHead, SpikeTemporalSA
 from vrt_spike.models.vrt import VRT
 from vrt_spike.models.vrt.checkpoint import load_vrt_checkpoint
 
 # VRT stages 1-4 run at 1, 1/2, 1/4, 1/8 of the input: the spike pyramid must downsample alike.
 _VRT_SPATIAL_STRIDES = [2, 2, 2]
+RESIDUAL_BASES = ("blur", "sdm")
 
 
 def _vrt_default(name: str) -> Any:
@@ -35,9 +42,17 @@ class VRTWithSpike(nn.Module):
             :class:`SpikeTemporalSA`, :class:`MultiScaleTemporalCrossAttnFuse`.
             ``channels_per_scale`` defaults to VRT's stage 1-4 widths (``embed_dims[:4]``) and
             must equal them when given; the encoder's ``in_channels`` is ``num_bins``.
-        num_bins: K channels of the spike representation.
+        num_bins: K channels of the spike representation (voxel bins: equal consecutive
+            sub-windows of each frame's exposure).
         use_spike: False builds the plain backbone (no spike modules; ``spike`` is ignored).
         fuse_stages: VRT stages (1..4) followed by a fusion block.
+        residual_base: what VRT's residual is added to: ``blur`` (official VRT; a pretrained
+            backbone is unchanged at step 0) or ``sdm`` (S-SDM's ``blur * short / long``
+            spike-rate ratio of the voxels, :func:`vrt_spike.models.classical.sdm`).
+        sharp_instant, sharp_width: the short window of ``sdm``, as fractions of the exposure
+            (where the ground truth sits; see :mod:`vrt_spike.models.classical`).
+        spike_head: add :class:`SpikeRefineHead` (of the scale-1 spike features, the blur and the
+            residual base) to the output: a bool, or ``{enabled, width, depth}``.
     """
 
     def __init__(
@@ -50,12 +65,21 @@ class VRTWithSpike(nn.Module):
         num_bins: int,
         use_spike: bool = True,
         fuse_stages: Sequence[int] = (1, 2, 3, 4),
+        residual_base: str = "blur",
+        sharp_instant: float = 0.5,
+        sharp_width: float = 0.125,
+        spike_head: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
         self.vrt = VRT(**dict(vrt))
         self.use_spike = bool(use_spike)
         self.num_bins = int(num_bins)
         self.fuse_stages = tuple(int(s) for s in fuse_stages)
+        if residual_base not in RESIDUAL_BASES:
+            raise ValueError(f"model.residual_base must be one of {RESIDUAL_BASES}, got {residual_base!r}")
+        # Without spikes there is nothing but the blur to add the residual to.
+        self.residual_base = residual_base if self.use_spike else "blur"
+        self.sharp_window = (float(sharp_instant), float(sharp_width))
         if not self.use_spike:
             return
         if self.num_bins < 1:
@@ -92,6 +116,9 @@ class VRTWithSpike(nn.Module):
         self.spike_encoder = SpikeEncoder3D(self.num_bins, channels, num_scales=max(self.fuse_stages), **enc)
         self.spike_tsa = SpikeTemporalSA(channels, scales=self.fuse_stages, **modules["spike_tsa"])
         self.fusion = MultiScaleTemporalCrossAttnFuse(channels, self.fuse_stages, **modules["fusion"])
+        head = dict(spike_head) if isinstance(spike_head, Mapping) else {"enabled": bool(spike_head)}
+        self.spike_head = (SpikeRefineHead(channels[0], out_chans=int(vrt.get("out_chans", 3)), **head)
+                           if head.pop("enabled", True) else None)
 
     # ------------------------------------------------------------------ forward
 
@@ -119,7 +146,16 @@ class VRTWithSpike(nn.Module):
                 return feat
             return self.fusion(feat, spike_feats[stage - 1], stage=stage)
 
-        return self.vrt(rgb, stage_hook=fuse)
+        base = self.spike_prior(rgb, spike) if self.residual_base == "sdm" else None
+        out = self.vrt(rgb, stage_hook=fuse, residual_base=base)
+        if self.spike_head is not None:
+            out = out + self.spike_head(spike_feats[0], rgb, rgb if base is None else base)
+        return out
+
+    def spike_prior(self, rgb: Tensor, spike: Tensor) -> Tensor:
+        """S-SDM's reading of the voxels: ``rgb (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> rgb's shape."""
+        center, width = self.sharp_window
+        return sdm(rgb, spike, center=center, width=width).to(rgb.dtype)
 
     # ------------------------------------------------------------------ training-side switches
 
@@ -128,7 +164,10 @@ class VRTWithSpike(nn.Module):
         load_vrt_checkpoint(self.vrt, path)
 
     def spike_modules(self) -> list[nn.Module]:
-        return [self.spike_encoder, self.spike_tsa, self.fusion] if self.use_spike else []
+        if not self.use_spike:
+            return []
+        head = [self.spike_head] if self.spike_head is not None else []
+        return [self.spike_encoder, self.spike_tsa, self.fusion, *head]
 
     def spike_parameters(self) -> Iterator[nn.Parameter]:
         for module in self.spike_modules():
@@ -149,5 +188,6 @@ class VRTWithSpike(nn.Module):
 
     def set_spike_checkpointing(self, enabled: bool) -> None:
         """Gradient checkpointing (non-reentrant) in the spike encoder, spike SA and fusion."""
-        for module in self.spike_modules():
-            module.set_checkpointing(enabled)
+        if self.use_spike:  # the spike head is one convolution: nothing worth recomputing
+            for module in (self.spike_encoder, self.spike_tsa, self.fusion):
+                module.set_checkpointing(enabled)

@@ -89,6 +89,9 @@ def find_regions(net: nn.Module) -> list[Region]:
             )
         regions.append(Region("fusion", "fusion", fusion))
         regions += [Region(f"fusion.{s}", f"fusion.{s}", _child(fusion, s)) for s in stages]
+    head = _child(net, "spike_head")
+    if head is not None:  # VRTWithSpike's refinement head (one region, no children of the contract)
+        regions.append(Region("spike_head", "spike_head", head))
     if len(regions) == 1:
         raise ValueError(
             "timing: the network has none of the contract's submodules: expected 'vrt' "

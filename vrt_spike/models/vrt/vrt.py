@@ -180,12 +180,16 @@ class VRT(nn.Module):
                              "expected finite values in [0, 1]")
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, stage_hook: StageHook | None = None) -> Tensor:
+    def forward(self, x: Tensor, stage_hook: StageHook | None = None, residual_base: Tensor | None = None) -> Tensor:
         """``x (B, T, 3, H, W)`` in [0, 1] -> restored ``(B, T, 3, H, W)``.
 
         ``stage_hook(i, feat)`` (optional) replaces the features after stage ``i`` in 1..4; the
         returned tensor must keep the shape ``(B, C_i, T, H_i, W_i)``.
+        ``residual_base`` (optional, ``x``'s shape) is what the body's residual is added to,
+        instead of ``x`` itself (official VRT): e.g. a non-learned spike reading of the frames.
         """
+        if residual_base is not None and residual_base.shape != x.shape:
+            raise ValueError(f"residual_base must have the input's shape {tuple(x.shape)}, got {tuple(residual_base.shape)}")
         self.check_input(x)
         x_lq = x
         flows_backward, flows_forward = self.get_flows(x)
@@ -193,7 +197,7 @@ class VRT(nn.Module):
         x = self.conv_first(torch.cat([x, x_backward, x_forward], 2).transpose(1, 2))
         features = self.forward_features(x, flows_backward, flows_forward, stage_hook)
         x = x + self.conv_after_body(features.transpose(1, 4)).transpose(1, 4)
-        return self.conv_last(x).transpose(1, 2) + x_lq
+        return self.conv_last(x).transpose(1, 2) + (x_lq if residual_base is None else residual_base)
 
     def get_flows(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """SpyNet flows between neighbours at scales 1, 1/2, 1/4, 1/8, each ``(B, T-1, 2, H_s, W_s)``.
