@@ -84,7 +84,8 @@ class Stopwatch(pl.Callback):
 
 def model_kwargs(model: str, overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(overrides=[f"+model={model}", "+data.num_bins=4", *overrides])
+        cfg = compose(overrides=[f"+model={model}", "+data.num_bins=4", "+data.sharp_instant=0.5625",
+                                 "+data.sharp_width=0.125", *overrides])
     kw = OmegaConf.to_container(cfg.model, resolve=True)
     return {k: v for k, v in kw.items() if k not in TRAINING_KEYS}
 

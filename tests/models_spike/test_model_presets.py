@@ -80,6 +80,8 @@ def test_tiny_preset_runs_a_forward() -> None:
     rgb, spike = torch.rand(1, 3, 3, 64, 64), torch.rand(1, 3, k, 64, 64)
     with torch.no_grad():
         out = net.eval()(rgb, spike)
-        # zero-initialised fusion: the spike branch does not change the untrained output yet
-        assert torch.equal(out, net.vrt(rgb))
+        # zero-initialised fusion and spike head: the untrained output is VRT's, with its residual
+        # added to the S-SDM reading of the voxels (the presets' residual_base)
+        assert net.residual_base == "sdm" and net.spike_head is not None
+        assert torch.equal(out, net.vrt(rgb, residual_base=net.spike_prior(rgb, spike)))
     assert out.shape == rgb.shape and torch.isfinite(out).all()

@@ -71,5 +71,8 @@ def test_spike_head_reads_scale1_even_without_a_stage1_fusion() -> None:
     rgb, spike = inputs()
     out = net(rgb, spike)
     assert out.shape == rgb.shape
-    with pytest.raises(ValueError, match=r"SpikeRefineHead expects \(B, C=8, T, H, W\)"):
-        net.spike_head(torch.zeros(1, K, 2, 8, 8))
+    blur = torch.zeros(1, 2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"SpikeRefineHead expects features \(B, C=8, T, H, W\)"):
+        net.spike_head(torch.zeros(1, K, 2, 8, 8), blur, blur)
+    with pytest.raises(ValueError, match=r"expects blur and base \(B, T, 3, H, W\) = \(1, 2, 3, 8, 8\)"):
+        net.spike_head(torch.zeros(1, 8, 2, 8, 8), blur, torch.zeros(1, 2, 3, 4, 4))

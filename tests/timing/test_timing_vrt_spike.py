@@ -20,7 +20,7 @@ K, T, HW = 4, 2, 40  # VRT's smallest input for the tiny window
 def tiny_model_kwargs(use_spike: bool, checkpoint: bool, extra: tuple[str, ...] = ()) -> dict:
     """The real `model=tiny` preset, composed by Hydra like the training app does."""
     ckpt = str(checkpoint).lower()
-    overrides = ["+model=tiny", f"+data.num_bins={K}", f"model.use_spike={use_spike}", *extra,
+    overrides = ["+model=tiny", f"+data.num_bins={K}", "+data.sharp_instant=0.5625", "+data.sharp_width=0.125", f"model.use_spike={use_spike}", *extra,
                  f"model.vrt.use_checkpoint_attn={ckpt}", f"model.vrt.use_checkpoint_ffn={ckpt}",
                  f"model.spike_tsa.use_checkpoint={ckpt}", f"model.fusion.use_checkpoint={ckpt}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -34,7 +34,7 @@ def contract_regions(use_spike: bool) -> set[str]:
     if use_spike:
         parts += ["spike_encoder", "spike_tsa", "fusion"]
         parts += [f"{b}.scale{i}" for b in ("spike_encoder", "spike_tsa") for i in range(1, 5)]
-        parts += [f"fusion.stage{i}" for i in range(1, 5)]
+        parts += [f"fusion.stage{i}" for i in range(1, 5)] + ["spike_head"]
     return ({"step", "forward", "backward", "optimizer_step"}
             | {f"forward.{p}" for p in parts} | {f"backward.{p}" for p in parts})
 
