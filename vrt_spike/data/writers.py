@@ -18,7 +18,7 @@ from einops import rearrange
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["to_uint8", "side_by_side", "write_png", "write_mp4", "even_size"]
+__all__ = ["to_uint8", "side_by_side", "atomic_path", "write_png", "write_mp4", "even_size"]
 
 VIDEO_CODEC = "libx264"
 VIDEO_PIXEL_FORMAT = "yuv420p"  # what players decode; needs even width and height
@@ -39,7 +39,7 @@ def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path in ``path``'s folder (same suffix), renamed to ``path`` on success, removed otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
@@ -54,7 +54,7 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an ``(H, W, 3)`` uint8 image to ``path`` atomically."""
-    with _atomic(Path(path)) as tmp:
+    with atomic_path(Path(path)) as tmp:
         Image.fromarray(image, "RGB").save(tmp, format="PNG")
 
 
@@ -70,10 +70,12 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: i
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"{path}: expected (T >= 1, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    if not fps > 0:
+        raise ValueError(f"{path}: expected a frame rate > 0, got fps={fps}")
     h, w = frames.shape[1:3]
     eh, ew = even_size(h, w)
     frames = np.pad(frames, ((0, 0), (0, eh - h), (0, ew - w), (0, 0)), mode="edge")
-    with _atomic(Path(path)) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(Path(path)) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(VIDEO_CODEC, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = ew, eh, VIDEO_PIXEL_FORMAT
         stream.options = {"crf": str(crf)}
