@@ -11,8 +11,8 @@ import torch
 from predict_support import SYNTH, compose_cfg, read_png, write_footage
 
 from vrt_spike.lit.run import evaluate, load_for_inference
-from vrt_spike.predict import predict, predict_footage, input_clips
-from vrt_spike.data.footage import SpikeReading
+from vrt_spike.data.footage import SpikeReading, read_spikes
+from vrt_spike.predict import input_clips, predict, predict_footage
 
 # 3-frame clips in windows of 2 overlapping by 1: every clip is longer than the window.
 WINDOWS = "module.tile={tile: [2, 0, 0], tile_overlap: [1, 0, 0]}"
@@ -73,8 +73,9 @@ def test_odd_sizes_are_padded_and_cropped_back(tiny_ckpt: Path, tmp_path: Path, 
     seen: list[tuple[int, ...]] = []
     module.net.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)) and None)
     reading = SpikeReading.from_data_config(cfg.data)
-    predict_footage(module, input_clips(cfg.input), reading, tmp_path / "out", device=torch.device("cpu"),
-                    video_fps=5, progress=False)
+    clips = input_clips(cfg.input)
+    predict_footage(module, clips, reading, tmp_path / "out", device=torch.device("cpu"), video_fps=5,
+                    progress=False, floor_frames=lambda spikes: spikes.mean(0))  # the hook of the video's 3rd panel
     padded = (max(40, -(-rgb_hw[0] // 8) * 8), max(40, -(-rgb_hw[1] // 8) * 8))
     assert seen == [(1, 2, 3, *padded)]  # one window; a 1-frame clip is shown twice
     for stem in stems:
@@ -82,4 +83,10 @@ def test_odd_sizes_are_padded_and_cropped_back(tiny_ckpt: Path, tmp_path: Path, 
         assert frame.shape == (*rgb_hw, 3)
         assert 0 < frame.std()  # a real image, not a constant fill
     video = _decode(tmp_path / "out" / "capture.mp4")
-    assert len(video) == len(stems) and video[0].shape == (rgb_hw[0] + rgb_hw[0] % 2, 2 * rgb_hw[1], 3)
+    assert len(video) == len(stems) and video[0].shape == (rgb_hw[0] + rgb_hw[0] % 2, 3 * rgb_hw[1], 3)
+    # third panel: the mean firing rate of the first exposure, nearest-upsampled to the RGB grid, grey
+    firing = read_spikes(clips[0], 0, reading).mean(0)
+    scale = rgb_hw[0] // spike_hw[0]
+    expected = np.repeat(np.repeat(firing, scale, 0), scale, 1) * 255
+    floor = video[0][: rgb_hw[0], 2 * rgb_hw[1]:].astype(float)
+    assert np.abs(floor.mean(-1) - expected).mean() < 12  # H.264 of random spikes: close, not exact
