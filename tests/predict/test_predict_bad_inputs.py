@@ -1,6 +1,7 @@
 """Bad footage and checkpoints: errors name the file and the expected and actual value; no half-written files."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -99,3 +100,6 @@ def test_writers_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     write_png(tmp_path / "frame.png", np.zeros((4, 4, 3), np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["frame.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "frame.png").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file

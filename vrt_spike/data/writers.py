@@ -6,7 +6,6 @@ an interrupt never leaves a half-written frame or video under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -40,15 +39,18 @@ def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path in ``path``'s folder (same suffix), renamed to ``path`` on success, removed otherwise."""
+    """A temporary path in ``path``'s folder (same suffix), renamed to ``path`` on success, removed otherwise.
+
+    The name carries the process id, so concurrent writers never share a temporary file; the file
+    is created by the writer itself, so it gets the usual umask permissions.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
