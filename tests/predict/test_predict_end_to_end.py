@@ -90,3 +90,25 @@ def test_odd_sizes_are_padded_and_cropped_back(tiny_ckpt: Path, tmp_path: Path, 
     expected = np.repeat(np.repeat(firing, scale, 0), scale, 1) * 255
     floor = video[0][: rgb_hw[0], 2 * rgb_hw[1]:].astype(float)
     assert np.abs(floor.mean(-1) - expected).mean() < 12  # H.264 of random spikes: close, not exact
+
+
+def test_official_vrt_release_restores_rgb_only(tmp_path: Path) -> None:
+    from vrt_spike.lit.module import build_net
+
+    model = compose_cfg("predict", ["ckpt_path=unused", "model=tiny", "paths.output_dir=/tmp/unused"]).model
+    net = build_net({**model, "use_spike": False}).eval()
+    release = tmp_path / "vrt_release.pth"
+    torch.save({"params": net.vrt.state_dict()}, release)
+    blur_dir, spike_dir = write_footage(tmp_path / "capture", ["a", "b"], (40, 48), (40, 48))
+    cfg = compose_cfg("predict", [f"ckpt_path={release}", "model=tiny", "model.use_spike=false", "input.root=null",
+                                  f"input.blur_dir={blur_dir}", f"input.spike_dir={spike_dir}", "input.spike_hw=[40,48]",
+                                  f"out_dir={tmp_path / 'out'}", "video.enabled=false", "device=cpu",
+                                  f"paths.output_dir={tmp_path}"])
+    summary = predict(cfg)
+    assert summary["clips"][0]["video"] is None and not list((tmp_path / "out").glob("*.mp4"))
+    blur = torch.stack([torch.from_numpy(read_png(blur_dir / f"{s}.png")) for s in ("a", "b")])
+    with torch.no_grad():  # the release's own network on the whole clip
+        expected = net(blur.permute(0, 3, 1, 2)[None].float() / 255, None).clamp(0, 1)[0]
+    for t, stem in enumerate(("a", "b")):
+        got = torch.from_numpy(read_png(tmp_path / "out" / "blur" / f"{stem}.png")).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(got, expected[t], atol=1 / 255, rtol=0)  # PNG rounding
