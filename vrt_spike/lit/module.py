@@ -20,6 +20,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from vrt_spike.lit.losses import RestorationLoss
 from vrt_spike.lit.optim import build_optimizer, build_scheduler, split_param_groups
+from vrt_spike.restore import restore_clip
 
 __all__ = ["TRAINING_KEYS", "build_net", "DeblurModule"]
 
@@ -146,17 +147,15 @@ class DeblurModule(L.LightningModule):
         """``blur (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> restored ``(B, T, 3, H, W)``."""
         return self._forward_fn(blur, spike if self.use_spike else None)
 
-    def _restore(self, batch: Mapping[str, Any]) -> Tensor:
-        """Full-frame inference for val/test, tiled when ``tile`` is configured."""
-        inputs = [batch["blur"], batch["spike"]] if self.use_spike else [batch["blur"]]
-        tile = self.hparams.tile
-        if tile:
-            from vrt_spike.models.vrt.tiling import tiled_forward
+    def restore(self, blur: Tensor, spike: Tensor | None = None) -> Tensor:
+        """Whole-clip inference (val, test, evaluate.py, predict.py), tiled as ``tile`` says.
 
-            vrt = getattr(self.net, "vrt", self.net)  # VRT knows the sizes it accepts
-            sizes = {"size_multiple": getattr(vrt, "input_multiple", None), "min_size": getattr(vrt, "min_input_hw", None)}
-            return tiled_forward(self._forward_fn, *inputs, **{**sizes, **tile})
-        return self(*inputs)
+        ``blur (B, T, 3, H, W)`` and ``spike (B, T, K, H, W)`` of any T and size -> ``(B, T, 3, H, W)``.
+        """
+        return restore_clip(self, self.net, blur, spike if self.use_spike else None, self.hparams.tile)
+
+    def _restore(self, batch: Mapping[str, Any]) -> Tensor:
+        return self.restore(batch["blur"], batch.get("spike"))
 
     # ------------------------------------------------------------------ training
 

@@ -5,6 +5,7 @@ import csv
 import io
 import logging
 import os
+import pickle
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,15 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressB
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader
 
+from vrt_spike.data.footage import ClipDataset, SpikeReading, gt_clips
 from vrt_spike.lit.config import check_config
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
 from vrt_spike.lit.sweep import write_summary
 from vrt_spike.models.classical import FLOOR_METHODS
 
-__all__ = ["train", "evaluate", "SavePredictions"]
+__all__ = ["train", "evaluate", "load_for_inference", "SavePredictions"]
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +230,22 @@ class SavePredictions(Callback):
                 save_image(outputs[s, t].cpu(), clip_dir / f"{int(batch['frame_start'][s]) + t:06d}.png")
 
 
-def _load_for_eval(cfg: DictConfig) -> DeblurModule:
-    path = Path(cfg.ckpt_path)
+def _read_checkpoint(path: Path) -> Any:
+    """``torch.load`` of ``ckpt_path``, with an error naming the file when it is not a checkpoint."""
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: no checkpoint file at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as err:
+        raise ValueError(f"ckpt_path={path}: not a PyTorch checkpoint (expected a train.py .ckpt or an official VRT "
+                         f"release .pth, {path.stat().st_size} bytes that torch.load cannot read): "
+                         f"{type(err).__name__}: {err}") from err
+
+
+def load_for_inference(cfg: DictConfig) -> DeblurModule:
+    """The network of ``cfg.ckpt_path`` in a :class:`DeblurModule` tiled as ``cfg.module.tile`` (evaluate, predict)."""
+    path = Path(cfg.ckpt_path)
+    payload = _read_checkpoint(path)
     tile = OmegaConf.to_container(cfg.module.tile, resolve=True) if cfg.module.get("tile") else None
     if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
         # A train.py checkpoint: its own model config builds the matching network.
@@ -257,6 +271,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(buf.getvalue())
     os.replace(tmp, path)
+
+
+def _whole_clip_loader(data: DictConfig) -> DataLoader:
+    """The test split one whole clip per batch, so each frame is restored as predict.py restores it."""
+    # The DataModule only builds the embedded synthetic set when it is missing (data.build_if_missing).
+    hydra.utils.instantiate(data, cache=False, _convert_="all").prepare_data()
+    clips = gt_clips(data.root, data.test_split, drop_partial=bool(data.get("drop_partial_frames", False)))
+    dataset = ClipDataset(clips, SpikeReading.from_data_config(data), crop_size=data.get("eval_crop_size"))
+    return DataLoader(dataset, batch_size=1, num_workers=int(data.get("num_workers", 0)))
 
 
 def _floor_frames(cfg: DictConfig, method: str) -> list[dict[str, Any]]:
@@ -289,13 +312,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("ckpt_path") is None:
             raise ValueError("evaluate.py method=checkpoint needs ckpt_path=<file> (a train.py .ckpt or an official VRT "
                              "release); or score a non-learned spike reading with method=sdm or method=tfp")
-        module = _load_for_eval(cfg)
+        module = load_for_inference(cfg)
         with open_dict(cfg):
             cfg.model = module.hparams.model  # the network the checkpoint holds
-        datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")  # plain containers in checkpoints
         callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, dataloaders=_whole_clip_loader(cfg.data))
         frames, is_zero = module.test_frames, trainer.is_global_zero
     else:
         raise ValueError(f"evaluate.py method must be checkpoint or one of {FLOOR_METHODS}, got {method!r}")

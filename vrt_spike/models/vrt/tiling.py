@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+__all__ = ["tile_starts", "tiled_forward"]
 
-def _starts(size: int, tile: int, overlap: int) -> list[int]:
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Upstream's tile origins: every ``tile - overlap`` pixels, plus one flush with the end."""
     if tile <= 0 or tile >= size:
         return [0]
@@ -77,7 +79,7 @@ def tiled_forward(
 
     out: Tensor | None = None
     frame_weight = torch.zeros(1, t, 1, 1, 1, device=clips[0].device)
-    for t0 in _starts(t, tile[0], tile_overlap[0]):
+    for t0 in tile_starts(t, tile[0], tile_overlap[0]):
         t_len = min(tile[0], t) if tile[0] else t
         clip_out = _tiled_clip(model, [c[:, t0 : t0 + t_len] for c in clips], tile[1:], tile_overlap[1:], multiple, min_hw)
         if out is None:
@@ -98,7 +100,7 @@ def _tiled_clip(
 ) -> Tensor:
     """Spatial tiling of one temporal clip (upstream ``test_clip``)."""
     _, _, _, h, w = clips[0].shape
-    hs, ws = _starts(h, tile[0], overlap[0]), _starts(w, tile[1], overlap[1])
+    hs, ws = tile_starts(h, tile[0], overlap[0]), tile_starts(w, tile[1], overlap[1])
     out: Tensor | None = None
     weight = clips[0].new_zeros(1, 1, 1, h, w)
     for y in hs:

@@ -1,0 +1,105 @@
+"""Bad footage and checkpoints: errors name the file and the expected and actual value; no half-written files."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from predict_support import compose_cfg, write_footage
+
+from vrt_spike.data.footage import FootageError, folder_clip, layout_clips
+from vrt_spike.data.writers import atomic_path, write_mp4, write_png
+from vrt_spike.lit.run import load_for_inference
+from vrt_spike.predict import input_clips
+
+
+def test_good_folders_give_one_clip(tmp_path: Path) -> None:
+    blur, spike = write_footage(tmp_path, ["b", "a"], (24, 40), (12, 20))
+    clip = folder_clip(blur, spike, [12, 20])
+    assert clip.name == "blur" and clip.stems == ("a", "b") and clip.rgb_size == (24, 40)
+    assert clip.spike_size == (12, 20) and clip.spike_frames == (32, 32)
+
+
+def test_mismatched_stems_list_the_first_few(tmp_path: Path) -> None:
+    blur, spike = write_footage(tmp_path, [f"{i:03d}" for i in range(9)], (16, 16), (16, 16))
+    for i in range(7):
+        (spike / f"{i:03d}.dat").rename(spike / f"x{i:03d}.dat")
+    with pytest.raises(FootageError) as err:
+        folder_clip(blur, spike, [16, 16])
+    msg = str(err.value)
+    assert msg.startswith(str(spike)) and str(blur) in msg
+    assert "PNG without .dat: 7 ['000', '001', '002', '003', '004'] and 2 more" in msg
+    assert ".dat without PNG: 7 ['x000', 'x001', 'x002', 'x003', 'x004'] and 2 more" in msg
+
+
+def test_dat_size_that_does_not_fit_spike_hw(tmp_path: Path) -> None:
+    blur, spike = write_footage(tmp_path, ["a", "b"], (16, 16), (16, 16))  # 32 bytes per spike frame
+    with open(spike / "b.dat", "ab") as f:
+        f.write(b"\0" * 5)
+    with pytest.raises(FootageError, match=re.escape(f"{spike / 'b.dat'}: size 1029 bytes is not a whole number of "
+                                                     "16×16 spike frames (32 bytes each): expected a multiple of 32, "
+                                                     "got 32 frames + 5 bytes (spike size from input.spike_hw)")):
+        folder_clip(blur, spike, [16, 16])
+
+
+def test_rgb_spike_ratio_that_is_not_an_integer(tmp_path: Path) -> None:
+    blur, spike = write_footage(tmp_path, ["a"], (24, 30), (16, 16))
+    with pytest.raises(ValueError, match=re.escape(f"{blur / 'a.png'} (spike size 16×16 from input.spike_hw): RGB "
+                                                   "size 24×30 must be the same integer multiple of the spike size "
+                                                   "16×16 in both axes") + r".*got factors 1\.5 and 1\.875"):
+        folder_clip(blur, spike, [16, 16])
+
+
+def test_empty_folders_and_missing_keys(tmp_path: Path) -> None:
+    blur, spike = write_footage(tmp_path, ["a"], (16, 16), (16, 16))
+    (spike / "a.dat").unlink()
+    with pytest.raises(FootageError, match=re.escape(f"{spike}: empty folder: expected one spike stream per blurred "
+                                                     "frame (1) (*.dat), got none")):
+        folder_clip(blur, spike, [16, 16])
+    (blur / "a.png").unlink()
+    with pytest.raises(FootageError, match=re.escape(f"{blur}: empty folder: expected blurred RGB frames (*.png)")):
+        folder_clip(blur, spike, [16, 16])
+    with pytest.raises(ValueError, match=r"input.blur_dir=.* needs input.spike_hw"):
+        input_clips({"blur_dir": str(blur), "spike_dir": str(spike)})
+    with pytest.raises(FootageError, match=r"input.spike_hw: expected \[height, width\].*got \[16\]"):
+        folder_clip(blur, spike, [16])
+
+
+def test_layout_root_without_clips(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "GOPRO_Large" / "test_GT_blurred").mkdir(parents=True)
+    (root / "GOPRO_Large_spike_seq").mkdir()
+    (root / "GOPRO_Large_spike_seq" / "config.yaml").write_text("spike_h: 16\nspike_w: 16\n")
+    with pytest.raises(FootageError, match=re.escape(f"{root / 'GOPRO_Large' / 'test_GT_blurred'}: empty folder")):
+        layout_clips(root, "test")
+
+
+def test_checkpoint_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.ckpt"
+    garbage.write_text("garbage, not a checkpoint\n")
+    cfg = compose_cfg("predict", [f"ckpt_path={garbage}", "model=tiny", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=re.escape(f"ckpt_path={garbage}: not a PyTorch checkpoint (expected a "
+                                                   "train.py .ckpt or an official VRT release .pth, 26 bytes")):
+        load_for_inference(cfg)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"ckpt_path: no checkpoint file at {tmp_path / 'none.ckpt'}")):
+        load_for_inference(compose_cfg("predict", [f"ckpt_path={tmp_path / 'none.ckpt'}", f"paths.output_dir={tmp_path}"]))
+
+
+def test_writers_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        write_png(tmp_path / "frame.png", np.zeros((4, 4, 3), np.float64))  # PIL has no float RGB mode
+    with pytest.raises(ValueError, match="expected .T >= 1, H, W, 3. uint8 frames"):
+        write_mp4(tmp_path / "clip.mp4", np.zeros((0, 4, 4, 3), np.uint8), 10)
+    with pytest.raises(ValueError, match="expected a frame rate > 0, got fps=0"):
+        write_mp4(tmp_path / "clip.mp4", np.zeros((2, 4, 4, 3), np.uint8), 0)
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "clip.mp4") as tmp:
+        tmp.write_bytes(b"half a video")  # interrupted while writing
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    write_png(tmp_path / "frame.png", np.zeros((4, 4, 3), np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == ["frame.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "frame.png").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file
