@@ -39,7 +39,8 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
     assert len(frames) == 2 * 6   # every frame of the 2 test clips, once
     mean = rows[-1]
     assert mean["clip"] == "mean (all frames)" and int(mean["frames"]) == 12
-    for m in ("psnr", "ssim", "psnr_input"):
+    assert all(float(f["psnr_spike_floor"]) > 0 for f in frames)  # the floor beside every restored frame
+    for m in ("psnr", "ssim", "psnr_input", "psnr_spike_floor"):
         assert float(mean[m]) == pytest.approx(sum(float(f[m]) for f in frames) / 12, rel=1e-6)
         assert float(mean[m]) == pytest.approx(result["mean"][m], rel=1e-6)
     for r in rows[:-1]:

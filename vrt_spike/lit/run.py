@@ -287,6 +287,7 @@ def _floor_frames(cfg: DictConfig, method: str) -> list[dict[str, Any]]:
     with open_dict(cfg):
         cfg.data.spike_floor = method
         cfg.data.cache = False  # the floor reads the raw stream; voxel caches would go unused
+        cfg.data.clip_len, cfg.data.eval_stride = 1, 1  # a per-frame reading: any clip length, each frame once
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -319,6 +320,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
         trainer.test(module, dataloaders=_whole_clip_loader(cfg.data))
         frames, is_zero = module.test_frames, trainer.is_global_zero
+        floor_method = cfg.data.get("spike_floor")
+        if floor_method and module.use_spike:  # every restored frame stands beside its spike floor
+            floor = {(r["clip"], r["frame"]): r["psnr"] for r in _floor_frames(cfg, floor_method)}
+            frames = [{**r, "psnr_spike_floor": floor[(r["clip"], r["frame"])]} for r in frames]
     else:
         raise ValueError(f"evaluate.py method must be checkpoint or one of {FLOOR_METHODS}, got {method!r}")
     clips, mean = summarise_frames(frames)
