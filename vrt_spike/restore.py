@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from einops import repeat
 from torch import Tensor, nn
 
@@ -76,6 +77,14 @@ def restore_clip(
     Returns ``(B, T, 3, H, W)``, not clamped, under ``no_grad``.
     """
     inputs = [blur] if spike is None else [blur, spike]
+    for name, x in zip(("blur", "spike"), inputs):
+        # A non-finite input spreads through SpyNet's flows and the alignment offsets to the whole
+        # output; name it here, where the cause is still visible. (One host read per clip: the
+        # training step has no such check, its data are integer PNGs and spike counts.)
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite values (NaN/Inf); "
+                             "expected finite values in [0, 1]")
     t = blur.shape[1]
     if t < MIN_FRAMES:
         # A single frame: show it to the network twice (a still scene), keep the first output.

@@ -12,6 +12,10 @@ from vrt_spike.data.spike_io import write_dat
 from vrt_spike.models.classical import sdm, short_and_long_rates, spike_floor, tfp, window_weights
 
 
+def _w(rates: torch.Tensor, center: float, width: float) -> torch.Tensor:
+    return window_weights(rates.shape[-3], center, width)
+
+
 def test_window_weights_pick_the_bins_under_the_window() -> None:
     # Synthetic GT = sub-frame 4 of 8: exactly voxel bin 4 of 8.
     assert window_weights(8, 0.5625, 0.125).tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
@@ -44,7 +48,7 @@ def test_sdm_by_hand() -> None:
     spikes = _tiny_stream()
     blur = torch.tensor([0.2, 0.4, 0.1]).view(3, 1, 1).expand(3, 1, 2).clone()
     # Window = frames 4..5 (center 5/8, width 2/8).
-    out = sdm(blur, spikes, center=0.625, width=0.25)
+    out = sdm(blur, spikes, _w(spikes, 0.625, 0.25))
     # pixel 0: short rate 2/2 = 1, long 2/8 = 0.25 -> ratio 4 (eps 1e-4 on both)
     ratio0 = (1 + 1e-4) / (0.25 + 1e-4)
     # pixel 1: short 1/2 (frame 4 fires, 5 does not), long 4/8 -> ratio 1
@@ -55,24 +59,24 @@ def test_sdm_by_hand() -> None:
 
 def test_sdm_never_firing_pixel_keeps_the_blur() -> None:
     blur = torch.full((3, 1, 1), 0.3)
-    assert torch.allclose(sdm(blur, torch.zeros(16, 1, 1), center=0.5, width=0.25), blur)
+    assert torch.allclose(sdm(blur, torch.zeros(16, 1, 1), _w(torch.zeros(16, 1, 1), 0.5, 0.25)), blur)
 
 
 def test_tfp_by_hand_keeps_the_blurry_chroma() -> None:
     spikes = _tiny_stream()
     blur = torch.tensor([0.3, 0.2, 0.1]).view(3, 1, 1).expand(3, 1, 2).clone()
     luma = 0.299 * 0.3 + 0.587 * 0.2 + 0.114 * 0.1
-    out = tfp(blur, spikes, center=0.625, width=0.25, threshold=0.5, gain=1.0)
+    out = tfp(blur, spikes, _w(spikes, 0.625, 0.25), threshold=0.5, gain=1.0)
     # pixel 0: rate 1 -> luma 0.5; pixel 1: rate 0.5 -> 0.25; chroma = blur - blur luma
     for x, new_luma in ((0, 0.5), (1, 0.25)):
         assert torch.allclose(out[:, 0, x], blur[:, 0, x] - luma + new_luma, atol=1e-6)
     grey = torch.full((3, 1, 2), 0.4)
-    assert torch.allclose(tfp(grey, spikes, center=0.625, width=0.25, threshold=0.5), torch.tensor([0.5, 0.25]).expand(3, 1, 2))
+    assert torch.allclose(tfp(grey, spikes, _w(spikes, 0.625, 0.25), threshold=0.5), torch.tensor([0.5, 0.25]).expand(3, 1, 2))
 
 
 def test_rates_are_upsampled_bilinearly_to_the_rgb_grid() -> None:
     rates = torch.tensor([[[0.0, 1.0]]])  # (K=1, 1, 2)
-    short, long = short_and_long_rates(rates, 0.5, 1.0, size=(2, 4))
+    short, long = short_and_long_rates(rates, window_weights(rates.shape[-3], 0.5, 1.0), size=(2, 4))
     # align_corners=False: 0, 0.25, 0.75, 1 along the width
     assert torch.allclose(short[0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
     assert torch.equal(short, long)
@@ -80,15 +84,15 @@ def test_rates_are_upsampled_bilinearly_to_the_rgb_grid() -> None:
 
 def test_spike_floor_dispatch_and_errors() -> None:
     blur, spikes = torch.full((3, 1, 2), 0.5), _tiny_stream()
-    assert torch.equal(spike_floor("sdm", blur, spikes, center=0.5, width=0.25), sdm(blur, spikes, center=0.5, width=0.25))
+    assert torch.equal(spike_floor("sdm", blur, spikes, center=0.5, width=0.25), sdm(blur, spikes, _w(spikes, 0.5, 0.25)))
     with pytest.raises(ValueError, match="must be one of"):
         spike_floor("oracle", blur, spikes, center=0.5, width=0.25)
     with pytest.raises(ValueError, match="blur must be"):
-        sdm(torch.zeros(1, 4, 4), spikes, center=0.5, width=0.25)
+        sdm(torch.zeros(1, 4, 4), spikes, _w(spikes, 0.5, 0.25))
     with pytest.raises(ValueError, match="share their leading dims"):
-        sdm(torch.zeros(2, 3, 1, 2), spikes, center=0.5, width=0.25)
+        sdm(torch.zeros(2, 3, 1, 2), spikes, _w(spikes, 0.5, 0.25))
     with pytest.raises(ValueError, match="threshold > 0"):
-        tfp(blur, spikes, center=0.5, width=0.25, threshold=0.0)
+        tfp(blur, spikes, _w(spikes, 0.5, 0.25), threshold=0.0)
 
 
 def _write_camera_dataset(root: Path, bits: np.ndarray, rgb_scale: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vrt_spike.models.classical import sdm
+from vrt_spike.models.classical import sdm, window_weights
 from vrt_spike.models.vrt_spike import VRTWithSpike
 
 from tests.models_spike.test_vrt_with_spike import K, build, inputs
@@ -36,7 +36,7 @@ def test_sdm_base_starts_at_the_spike_reading() -> None:
     # K=4 bins: the window [0.5, 0.75] is bin 2 alone
     expected = (rgb * (spike[:, :, 2:3] + 1e-4) / (spike.mean(2, keepdim=True) + 1e-4)).clamp(0, 1)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(out, sdm(rgb, spike, center=0.625, width=0.25), atol=0, rtol=0)
+    torch.testing.assert_close(out, sdm(rgb, spike, window_weights(spike.shape[2], 0.625, 0.25)), atol=0, rtol=0)
     # the RGB-only model has nothing but the blur to add its residual to
     assert build(use_spike=False, residual_base="sdm").residual_base == "blur"
     with pytest.raises(ValueError, match=r"model.residual_base must be one of \('blur', 'sdm'\), got 'tfp'"):

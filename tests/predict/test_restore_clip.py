@@ -66,3 +66,13 @@ def test_tile_spec_errors_name_the_key() -> None:
         tile_spec({"tile": [1, 0, 0]})
     with pytest.raises(ValueError, match=r"module.tile: unknown keys \['size'\]"):
         tile_spec({"size": [6, 0, 0]})
+
+
+def test_non_finite_input_raises_a_clear_error() -> None:
+    net = _FrameIndexNet()
+    blur, spike = torch.rand(1, 3, 3, 40, 48), torch.rand(1, 3, 8, 40, 48)
+    spike[0, 1, 2, 5, 7] = float("nan")
+    spike[0, 2, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"spike of shape \(1, 3, 8, 40, 48\) has 2 non-finite values"):
+        restore_clip(net, net, blur, spike)
+    assert net.seen == []  # refused before any network call

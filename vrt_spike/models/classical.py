@@ -39,11 +39,13 @@ _LUMA = (0.299, 0.587, 0.114)
 _RATE_EPS = 1e-4
 
 
-def window_weights(num_bins: int, center: float, width: float, *, device: torch.device | None = None) -> Tensor:
-    """``(K,)`` weights summing to 1: the share of each bin ``[k/K, (k+1)/K)`` inside the window.
+def window_weights(num_bins: int, center: float, width: float) -> Tensor:
+    """``(K,)`` float32 weights summing to 1 (on the CPU): the share of each bin ``[k/K, (k+1)/K)``
+    inside the window.
 
     The window ``[center - width/2, center + width/2]`` is clipped to the exposure ``[0, 1]``; a
-    window narrower than a bin reads the bin(s) it overlaps.
+    window narrower than a bin reads the bin(s) it overlaps. Pure arithmetic on the host: a model
+    keeps the result as a buffer, so no forward creates a tensor from host values.
     """
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
@@ -54,23 +56,25 @@ def window_weights(num_bins: int, center: float, width: float, *, device: torch.
     lo, hi = max(0.0, center - width / 2), min(1.0, center + width / 2)
     if hi <= lo:  # a zero-width window at the exposure's edge: the edge bin
         lo, hi = (max(0.0, hi - 1.0 / num_bins), hi) if center >= 0.5 else (lo, min(1.0, lo + 1.0 / num_bins))
-    edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64, device=device)
-    overlap = (torch.minimum(edges[1:], torch.tensor(hi, dtype=torch.float64, device=device))
-               - torch.maximum(edges[:-1], torch.tensor(lo, dtype=torch.float64, device=device))).clamp_min(0)
-    return (overlap / overlap.sum()).float()
+    overlap = [max(0.0, min((k + 1) / num_bins, hi) - max(k / num_bins, lo)) for k in range(num_bins)]
+    total = sum(overlap)
+    return torch.tensor([o / total for o in overlap], dtype=torch.float32)
 
 
-def short_and_long_rates(rates: Tensor, center: float, width: float, size: tuple[int, int] | None = None
+def short_and_long_rates(rates: Tensor, weights: Tensor, size: tuple[int, int] | None = None
                          ) -> tuple[Tensor, Tensor]:
     """``rates (..., K, h, w)`` in [0, 1] -> ``short, long (..., 1, H, W)``.
 
-    ``short`` is the rate over the window at the sharp instant, ``long`` over the whole exposure;
-    both are bilinearly upsampled to ``size`` (default: unchanged).
+    ``short`` is the rate over the window that ``weights`` (``(K,)``, :func:`window_weights`, on
+    ``rates``' device) selects, ``long`` over the whole exposure; both are bilinearly upsampled to
+    ``size`` (default: unchanged).
     """
     if rates.ndim < 3:
         raise ValueError(f"spike rates must be (..., K, h, w), got shape {tuple(rates.shape)}")
+    if weights.shape != (rates.shape[-3],):
+        raise ValueError(f"window weights must be ({rates.shape[-3]},) for rates {tuple(rates.shape)}, "
+                         f"got {tuple(weights.shape)}")
     rates = rates.float()
-    weights = window_weights(rates.shape[-3], center, width, device=rates.device)
     short = torch.einsum("...khw,k->...hw", rates, weights).unsqueeze(-3)
     long = rates.mean(dim=-3, keepdim=True)
     if size is not None and tuple(size) != tuple(rates.shape[-2:]):
@@ -93,21 +97,21 @@ def _check_pair(blur: Tensor, rates: Tensor) -> None:
                          "leading dims (..., 3, H, W) / (..., K, h, w)")
 
 
-def sdm(blur: Tensor, rates: Tensor, *, center: float, width: float) -> Tensor:
+def sdm(blur: Tensor, rates: Tensor, weights: Tensor) -> Tensor:
     """S-SDM's physical model: ``blur * short / long`` -> ``(..., 3, H, W)`` in [0, 1].
 
     Args:
         blur: ``(..., 3, H, W)`` blurry frames in [0, 1] (the exposure's mean image).
         rates: ``(..., K, h, w)`` firing rates over K equal consecutive sub-windows of each
             frame's exposure, on the spike grid (any size: resized to ``(H, W)``).
-        center, width: the short window, as fractions of the exposure (see the module doc).
+        weights: ``(K,)`` the short window, :func:`window_weights` of the sharp instant.
     """
     _check_pair(blur, rates)
-    short, long = short_and_long_rates(rates, center, width, tuple(blur.shape[-2:]))
+    short, long = short_and_long_rates(rates, weights, tuple(blur.shape[-2:]))
     return (blur.float() * (short + _RATE_EPS) / (long + _RATE_EPS)).clamp(0, 1)
 
 
-def tfp(blur: Tensor, rates: Tensor, *, center: float, width: float, threshold: float, gain: float = 1.0) -> Tensor:
+def tfp(blur: Tensor, rates: Tensor, weights: Tensor, *, threshold: float, gain: float = 1.0) -> Tensor:
     """TFP luminance ``threshold / gain * short`` with the blurry frame's chroma -> ``(..., 3, H, W)``.
 
     The chroma is kept as the blurry frame's colour differences ``rgb - luma`` (BT.601), so a
@@ -116,18 +120,19 @@ def tfp(blur: Tensor, rates: Tensor, *, center: float, width: float, threshold: 
     if threshold <= 0 or gain <= 0:
         raise ValueError(f"tfp needs threshold > 0 and gain > 0, got threshold={threshold}, gain={gain}")
     _check_pair(blur, rates)
-    short, _ = short_and_long_rates(rates, center, width, tuple(blur.shape[-2:]))
+    short, _ = short_and_long_rates(rates, weights, tuple(blur.shape[-2:]))
     blur = blur.float()
-    luma_w = torch.tensor(_LUMA, dtype=blur.dtype, device=blur.device).view(3, 1, 1)
-    blur_luma = (blur * luma_w).sum(dim=-3, keepdim=True)
+    blur_luma = sum(w * blur[..., c : c + 1, :, :] for c, w in enumerate(_LUMA))
     return (blur - blur_luma + short * (threshold / gain)).clamp(0, 1)
 
 
 def spike_floor(method: str, blur: Tensor, rates: Tensor, *, center: float, width: float,
                 threshold: float = 2.0, gain: float = 1.0) -> Tensor:
-    """``method`` in :data:`FLOOR_METHODS` -> the reading of :func:`sdm` or :func:`tfp`."""
+    """``method`` in :data:`FLOOR_METHODS` -> the reading of :func:`sdm` or :func:`tfp` of the
+    window ``center``, ``width`` (the data pipeline's per-sample floor: rates on the CPU)."""
+    if method not in FLOOR_METHODS:
+        raise ValueError(f"spike floor method must be one of {FLOOR_METHODS}, got {method!r}")
+    weights = window_weights(rates.shape[-3], center, width).to(rates.device)
     if method == "sdm":
-        return sdm(blur, rates, center=center, width=width)
-    if method == "tfp":
-        return tfp(blur, rates, center=center, width=width, threshold=threshold, gain=gain)
-    raise ValueError(f"spike floor method must be one of {FLOOR_METHODS}, got {method!r}")
+        return sdm(blur, rates, weights)
+    return tfp(blur, rates, weights, threshold=threshold, gain=gain)

@@ -16,9 +16,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from vrt_spike.models.classical import sdm
+from vrt_spike.models.classical import sdm, window_weights
 from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
 from vrt_spike.models.spike import SpikeEncoder3D, SpikeRefineHead, SpikeTemporalSA
 from vrt_spike.models.vrt import VRT
@@ -84,6 +85,9 @@ class VRTWithSpike(nn.Module):
             return
         if self.num_bins < 1:
             raise ValueError(f"model.num_bins must be >= 1, got {num_bins}")
+        # The short window's bin weights: a constant of the model (a buffer follows the module
+        # to its device), so no forward builds a tensor from host values.
+        self.register_buffer("sdm_weights", window_weights(self.num_bins, *self.sharp_window), persistent=False)
         if not self.fuse_stages:
             raise ValueError("model.fuse_stages is empty while model.use_spike=true: nothing would use the spikes")
         if len(set(self.fuse_stages)) != len(self.fuse_stages) or not set(self.fuse_stages) <= {1, 2, 3, 4}:
@@ -154,8 +158,7 @@ class VRTWithSpike(nn.Module):
 
     def spike_prior(self, rgb: Tensor, spike: Tensor) -> Tensor:
         """S-SDM's reading of the voxels: ``rgb (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> rgb's shape."""
-        center, width = self.sharp_window
-        return sdm(rgb, spike, center=center, width=width).to(rgb.dtype)
+        return sdm(rgb, spike, self.sdm_weights).to(rgb.dtype)
 
     # ------------------------------------------------------------------ training-side switches
 

@@ -102,28 +102,28 @@ def sine_position_encoding(hw: tuple[int, int], num_pos_feats: int, temperature:
     return torch.cat((pos_y, pos_x), dim=3).flatten(1, 2).contiguous()
 
 
-def _axis_regions(window: int, shift: int, last: bool) -> Tensor:
+def _axis_regions(window: int, shift: int, last: bool, device: torch.device) -> Tensor:
     """Region id of each in-window position along one axis (0: untouched, 1/2: the two shifted parts)."""
-    regions = torch.zeros(window, dtype=torch.long)
+    position = torch.arange(window, device=device)
     if last and shift > 0:
-        regions[window - shift:] = 2
-        regions[: window - shift] = 1
-    elif last:
-        regions[:] = 2
-    return regions
+        return 1 + (position >= window - shift).long()
+    return torch.full((window,), 2 if last else 0, dtype=torch.long, device=device)
 
 
 @shape_cache(maxsize=256)
 def shift_mask_pattern(
     window: tuple[int, int, int], shift: tuple[int, int, int], last: tuple[bool, bool, bool], device: torch.device
 ) -> Tensor:
-    """``(N, N)`` additive mask (0 / -100) of one window, given whether it is last along d, h, w."""
+    """``(N, N)`` additive mask (0 / -100) of one window, given whether it is last along d, h, w.
+
+    Built on ``device`` from shapes alone (no host tensor is copied over): under ``torch.compile``,
+    where the cache steps aside, the graph computes it on the device.
+    """
     with torch.inference_mode(False):  # cached across calls: never an inference tensor
-        rd, rh, rw = (_axis_regions(window[a], shift[a], last[a]) for a in range(3))
+        rd, rh, rw = (_axis_regions(window[a], shift[a], last[a], device) for a in range(3))
         ids = (rd[:, None, None] * 9 + rh[None, :, None] * 3 + rw[None, None, :]).flatten()
-        mask = torch.zeros(ids.numel(), ids.numel())
-        mask.masked_fill_(ids[None, :] != ids[:, None], SHIFT_MASK_FILL)
-        return mask.to(device)
+        return torch.zeros(ids.numel(), ids.numel(), device=device).masked_fill_(ids[None, :] != ids[:, None],
+                                                                                 SHIFT_MASK_FILL)
 
 
 @shape_cache(maxsize=64)
@@ -169,12 +169,12 @@ def group_order(windows: ShiftedWindows, batch: int, device: torch.device) -> tu
     :meth:`ShiftedWindows.groups` order, ``sizes`` windows each; ``y[inverse]`` undoes it.
     """
     with torch.inference_mode(False):  # cached across calls: never an inference tensor
-        ids = torch.arange(batch * math.prod(windows.grid)).view(batch, *windows.grid)
+        ids = torch.arange(batch * math.prod(windows.grid), device=device).view(batch, *windows.grid)
         blocks = [ids[(slice(None), *index)].flatten() for index, _ in windows.groups()]
         order = torch.cat(blocks)
         inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel())
-        return order.to(device), inverse.to(device), tuple(block.numel() for block in blocks)
+        inverse[order] = torch.arange(order.numel(), device=device)
+        return order, inverse, tuple(block.numel() for block in blocks)
 
 
 @shape_cache(maxsize=256)

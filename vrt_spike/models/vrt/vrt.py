@@ -155,8 +155,11 @@ class VRT(nn.Module):
         return max(m * self.window_size[1], spynet_min), max(m * self.window_size[2], spynet_min)
 
     def check_input(self, x: Tensor) -> None:
-        """Raise ValueError unless ``x`` is ``(B, T >= 2, in_chans, H, W)`` with a supported H, W
-        (and, on CPU, finite)."""
+        """Raise ValueError unless ``x`` is ``(B, T >= 2, in_chans, H, W)`` with a supported H, W.
+
+        Shapes only: reading values would make the host wait for the device in every step
+        (finite inputs are checked where clips are restored, :func:`vrt_spike.restore.restore_clip`).
+        """
         if x.ndim != 5:
             raise ValueError(f"VRT expects (B, T, {self.in_chans}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
         _, t, c, h, w = x.shape
@@ -171,13 +174,6 @@ class VRT(nn.Module):
                 f"VRT expects H, W multiples of {factor} and at least ({min_h}, {min_w}) for window_size "
                 f"{list(self.window_size)}, got H={h}, W={w} (shape {tuple(x.shape)}); pad the input or use tiled_forward"
             )
-        # A non-finite input spreads through SpyNet's flows and the alignment offsets to the whole
-        # output; name it here, where the cause is still visible. On CUDA the check would cost a
-        # host sync per step: there the training loop's non-finite-loss guard catches it.
-        if not x.is_cuda and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"VRT input of shape {tuple(x.shape)} has {bad} non-finite values (NaN/Inf); "
-                             "expected finite values in [0, 1]")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, stage_hook: StageHook | None = None, residual_base: Tensor | None = None) -> Tensor:
