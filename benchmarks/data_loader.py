@@ -60,7 +60,7 @@ def bench_loader(root: Path, args: argparse.Namespace) -> None:
             for batch in loader:
                 samples += batch["blur"].shape[0]
                 for name, ms in batch["timings"].items():
-                    stages.setdefault(name, []).extend(ms.tolist())
+                    stages.setdefault(name, []).extend(ms)
         elapsed = time.perf_counter() - t0
         per_stage = ", ".join(f"{n} {statistics.mean(v):.2f}" for n, v in stages.items())
         print(f"loader cache={'on ' if cache else 'off'}: {samples / elapsed:7.1f} samples/s "

@@ -33,10 +33,11 @@ def _check_batch(batch: dict, b: int, t: int, k: int, hw: tuple[int, int], cache
     assert batch["frame_start"].shape == (b,) and batch["frame_start"].dtype == torch.int64
     stages = {"read_png", "resample", "to_tensor", "augment", "total"} | ({"cache_read"} if cache else {"decode_spike", "voxelize"})
     assert set(batch["timings"]) == stages
-    for name, ms in batch["timings"].items():
-        assert ms.shape == (b,) and (ms >= 0).all(), name
-    parts = sum(v for n, v in batch["timings"].items() if n != "total")
-    assert (batch["timings"]["total"] >= parts - 1e-6).all() and (batch["timings"]["read_png"] > 0).all()
+    for name, ms in batch["timings"].items():  # host floats: they never travel to the device
+        assert len(ms) == b and all(isinstance(v, float) and v >= 0 for v in ms), name
+    for i in range(b):
+        parts = sum(v[i] for n, v in batch["timings"].items() if n != "total")
+        assert batch["timings"]["total"][i] >= parts - 1e-6 and batch["timings"]["read_png"][i] > 0
 
 
 @pytest.mark.parametrize("cache", [True, False])

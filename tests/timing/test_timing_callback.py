@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import Logger
 
 from vrt_spike.timing.callback import TimingCallback
+from vrt_spike.data.dataset import collate_samples
 from vrt_spike.timing.table import read_rows, read_summary
 
 
@@ -25,7 +26,7 @@ class ToyData(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         time.sleep(self.load_ms / 1000)
         sample = {k: v[0] for k, v in self.make_batch().items()}
-        sample["timings"] = {"read_png": torch.tensor(1.5), "decode_spike": torch.tensor(2.0 + i)}
+        sample["timings"] = {"read_png": 1.5, "decode_spike": 2.0 + i}
         return sample
 
 
@@ -75,7 +76,7 @@ class ToyLit(pl.LightningModule):
 
 
 def fit(tmp_path, module, callback, make_batch, logger=False, epochs=2):
-    dl = torch.utils.data.DataLoader(ToyData(make_batch), batch_size=2)
+    dl = torch.utils.data.DataLoader(ToyData(make_batch), batch_size=2, collate_fn=collate_samples)
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", default_root_dir=tmp_path, callbacks=[callback],
         logger=logger, enable_progress_bar=False, enable_model_summary=False,
@@ -163,3 +164,34 @@ def test_bad_arguments_and_module():
     cb = TimingCallback()
     with pytest.raises(AttributeError, match=r"network at `.net`"):
         cb.on_fit_start(None, pl.LightningModule())
+
+
+def test_compiled_network_gets_whole_step_regions_and_no_hook(tmp_path, toy_net_cls, make_batch, hooks_of):
+    """Under model.compile no timer hook sits inside the compiled graph: forward, backward,
+    optimizer_step and data are timed from outside, and the table names what it cannot see."""
+    net = toy_net_cls()
+    net.vrt.stage8[0].sleep_ms = 20
+    net.compile(backend="eager")  # in place, as DeblurModule compiles (the backend does not matter here)
+    lit = ToyLit(net, hooks_of=hooks_of)
+    cb = TimingCallback(interval=2, console="off")
+    fit(tmp_path, lit, cb, make_batch, epochs=1)
+    assert lit.hook_counts == [0] * 4
+    regions = {r.region for r in read_rows(tmp_path)}
+    assert {"step", "data", "forward", "backward", "optimizer_step", "data.read_png"} <= regions
+    assert not any(r.startswith(("forward.", "backward.")) for r in regions), regions
+    by = {(r.step, r.region): r.ms for r in read_rows(tmp_path)}
+    assert all(by[s, "forward"] >= 20 for s in range(4))  # stage 8's 20 ms sleep is inside it
+    meta = json.loads((tmp_path / "timing" / "meta.json").read_text())
+    assert meta["compiled"] is True
+    assert {"forward.vrt.stage8", "backward.vrt.stage8", "forward.fusion.stage4"} <= set(meta["regions_not_seen"])
+    assert "compiled network" in cb.summary() and "model.compile=false" in cb.summary()
+
+
+def test_tensor_timings_are_refused_with_the_reason(tmp_path, toy_net_cls):
+    from vrt_spike.timing.callback import _loader_ms
+
+    assert _loader_ms({"read_png": [1.5, 2.0]}, 2) == {"read_png": 3.5}
+    with pytest.raises(ValueError, match=r"batch\['timings'\]\['read_png'\] must be a list of 2 per-sample ms \(host floats"):
+        _loader_ms({"read_png": torch.tensor([1.5, 2.0])}, 2)
+    with pytest.raises(ValueError, match="must be a list of 2"):
+        _loader_ms({"read_png": [1.5]}, 2)

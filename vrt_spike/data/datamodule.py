@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from vrt_spike.data import synthesize as synth
-from vrt_spike.data.dataset import SpikeDeblurDataset
+from vrt_spike.data.dataset import SpikeDeblurDataset, collate_samples
 
 __all__ = ["SpikeDeblurDataModule"]
 
@@ -181,6 +181,7 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             sampler=RandomSampler(dataset) if shuffle else SequentialSampler(dataset),
             generator=torch.Generator(),
             drop_last=shuffle,
+            collate_fn=collate_samples,  # loader timings stay on the host
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from vrt_spike.data import layout
 from vrt_spike.data.cache import CacheSpec, VoxelCache, build_cache, cache_file, cache_key
@@ -18,7 +18,7 @@ from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
 from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
 
-__all__ = ["SpikeDeblurDataset", "read_png"]
+__all__ = ["SpikeDeblurDataset", "read_png", "collate_samples"]
 
 
 def read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -221,3 +221,20 @@ class SpikeDeblurDataset(Dataset):
         spec, (sy, sx, sh, sw) = self.spec, box.spike
         return [read_dat(p, spec.spike_h, spec.spike_w, flip=spec.flip_rows, drop_partial=spec.drop_partial)
                 [:, sy : sy + sh, sx : sx + sw] for p in clip.spike[start:stop]]
+
+
+def collate_samples(samples: list[Mapping]) -> dict:
+    """A batch of :class:`SpikeDeblurDataset` samples: ``default_collate``, except ``timings``.
+
+    ``timings`` becomes ``{stage: [ms of sample 0, ms of sample 1, ...]}`` of plain floats: they
+    are host-side measurements, so they stay on the host (a tensor would travel to the device
+    with the batch and have to be read back, a host sync in every training step).
+    """
+    timings = [s["timings"] for s in samples if "timings" in s]
+    batch = default_collate([{k: v for k, v in s.items() if k != "timings"} for s in samples])
+    if timings:
+        if len(timings) != len(samples) or any(t.keys() != timings[0].keys() for t in timings):
+            raise ValueError("collate_samples: every sample of a batch must carry the same timings stages, got "
+                             f"{[sorted(t) for t in timings]} for {len(samples)} samples")
+        batch["timings"] = {stage: [float(t[stage]) for t in timings] for stage in timings[0]}
+    return batch

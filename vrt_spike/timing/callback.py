@@ -4,8 +4,8 @@ Regions the callback adds around the network's own: ``data`` (from the end of on
 to the start of the next: the wait for the loader plus the host-to-device copy), ``backward``
 (``on_before_backward`` .. ``on_after_backward``), ``optimizer_step`` (``on_before_optimizer_step``
 .. the optimizer's step post-hook), and ``data.<stage>`` from ``batch["timings"]`` (each stage's
-per-sample milliseconds summed over the batch: time spent in the loader workers, which may
-overlap the step, so not nested in ``data``). Validation and epoch boundaries are left out.
+per-sample milliseconds, host floats, summed over the batch: time spent in the loader workers,
+which may overlap the step, so not nested in ``data``). Validation and epoch boundaries are left out.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from vrt_spike.timing.table import (
     TIMING_DIR, RegionStats, SummaryAccumulator, TimingRow, summarize, write_meta, write_rows,
     write_summary,
 )
+from vrt_spike.timing.regions import find_regions
 from vrt_spike.timing.timer import StageTimer
 
 
@@ -39,6 +40,29 @@ def _batch_size(batch: Any) -> int:
         if isinstance(v, torch.Tensor) and v.ndim > 0:
             return int(v.shape[0])
     raise ValueError(f"timing: cannot infer the batch size from a batch of type {type(batch).__name__}")
+
+
+def is_compiled(net: torch.nn.Module) -> bool:
+    """``net.compile()`` (in place: ``nn.Module`` keeps the compiled call in ``_compiled_call_impl``)
+    or a ``torch.compile(net)`` wrapper."""
+    return (getattr(net, "_compiled_call_impl", None) is not None
+            or isinstance(net, torch._dynamo.eval_frame.OptimizedModule))
+
+
+def _loader_ms(timings: Any, bsz: int) -> dict[str, float]:
+    """``batch["timings"]`` (``{stage: [ms per sample]}``, host floats) -> ``{stage: ms summed over the batch}``."""
+    if not isinstance(timings, dict):
+        raise TypeError(f"timing: batch['timings'] must be a dict of per-sample ms lists, got {type(timings).__name__}")
+    out = {}
+    for stage, value in timings.items():
+        if (not isinstance(value, (list, tuple)) or len(value) != bsz
+                or not all(isinstance(v, (int, float)) for v in value)):
+            raise ValueError(
+                f"timing: batch['timings']['{stage}'] must be a list of {bsz} per-sample ms (host floats, as "
+                f"vrt_spike.data.dataset.collate_samples makes them; a tensor would travel to the device and be read "
+                f"back in every step), got {type(value).__name__} {getattr(value, 'shape', '')}")
+        out[stage] = float(sum(value))
+    return out
 
 
 class TimingCallback(Callback):
@@ -85,9 +109,11 @@ class TimingCallback(Callback):
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
-        self._data_block = self._bwd_block = self._opt_block = None
+        self._data_block = self._fwd_block = self._bwd_block = self._opt_block = None
+        self.compiled = False
+        self.regions_not_seen: list[str] = []
         self._step_info: dict[int, tuple[int, int]] = {}  # timer step -> (epoch, batch size)
-        self._worker: dict[int, dict[str, torch.Tensor]] = {}
+        self._worker: dict[int, dict[str, float]] = {}  # timer step -> loader stage -> ms
         self._opt_handles: list[Any] = []
         self._part = 0
         self._batch_size: int | None = None
@@ -107,7 +133,15 @@ class TimingCallback(Callback):
         self._acc = SummaryAccumulator(self.warmup)
         self._rank, self._world = trainer.global_rank, trainer.world_size
         self.timer = StageTimer(pl_module.device, track_memory=self.track_memory)
-        self.timer.attach(net)
+        self.compiled = is_compiled(net)
+        if self.compiled:
+            # Hooks inside a compiled graph would break it apart (or be traced into it): time the
+            # whole forward from outside (batch start -> backward: forward, loss, zero_grad) and
+            # name what the table cannot show.
+            regions = [r for r in find_regions(net) if r.suffix]
+            self.regions_not_seen = [r.forward_name for r in regions] + [r.backward_name for r in regions]
+        else:
+            self.timer.attach(net)
         for opt in trainer.optimizers:
             self._opt_handles.append(opt.register_step_post_hook(self._after_optimizer_step))
         self.timing_dir = Path(trainer.log_dir or trainer.default_root_dir) / TIMING_DIR
@@ -142,7 +176,7 @@ class TimingCallback(Callback):
 
     # ------------------------------------------------------------------ regions
     def _close_blocks(self) -> None:
-        for attr in ("_data_block", "_bwd_block", "_opt_block"):
+        for attr in ("_data_block", "_fwd_block", "_bwd_block", "_opt_block"):
             block = getattr(self, attr)
             if block is not None:
                 block.__exit__(None, None, None)
@@ -154,7 +188,7 @@ class TimingCallback(Callback):
     def _skip_gap(self) -> None:
         """Validation or an epoch boundary: not part of any training step."""
         if self.timer is not None:
-            self._data_block = self._bwd_block = self._opt_block = None
+            self._data_block = self._fwd_block = self._bwd_block = self._opt_block = None
             self.timer.discard_step()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -186,17 +220,14 @@ class TimingCallback(Callback):
         self._step_info[step] = (trainer.current_epoch, bsz)
         timings = batch.get("timings") if isinstance(batch, dict) else None
         if timings is not None:
-            if not isinstance(timings, dict):
-                raise TypeError(f"timing: batch['timings'] must be a dict of (B,) tensors, got "
-                                f"{type(timings).__name__}")
-            for stage, value in timings.items():
-                if not isinstance(value, torch.Tensor) or value.ndim != 1 or value.shape[0] != bsz:
-                    raise ValueError(
-                        f"timing: batch['timings']['{stage}'] must be a ({bsz},) tensor of ms, got "
-                        f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
-            self._worker[step] = dict(timings)  # summed at collect time: no device sync here
+            self._worker[step] = _loader_ms(timings, bsz)
+        if self.compiled:
+            self._fwd_block = self.timer.region("forward").__enter__()
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if self._fwd_block is not None:
+            self._fwd_block.__exit__(None, None, None)
+            self._fwd_block = None
         if self.timer is not None:
             self._bwd_block = self.timer.region("backward").__enter__()
 
@@ -218,9 +249,11 @@ class TimingCallback(Callback):
                            batch: Any, batch_idx: int) -> None:
         if self.timer is None:
             return
-        if self._opt_block is not None:  # step skipped (AMP inf/nan): no post-hook
-            self._opt_block.__exit__(None, None, None)
-            self._opt_block = None
+        for attr in ("_fwd_block", "_opt_block"):  # no backward (no loss) / no post-hook (AMP inf/nan)
+            block = getattr(self, attr)
+            if block is not None:
+                block.__exit__(None, None, None)
+                setattr(self, attr, None)
         self.timer.end_step()
         if self.timer.step % self.interval == 0:
             self._flush(trainer, log=True)
@@ -238,9 +271,8 @@ class TimingCallback(Callback):
                 step_ms += ms
         for step in sorted(self._worker):
             epoch = self._step_info.get(step, (-1, 0))[0]
-            for stage, value in self._worker[step].items():
-                rows.append(TimingRow(step, epoch, self._rank, f"data.{stage}",
-                                      float(value.detach().sum().item())))
+            for stage, ms in self._worker[step].items():
+                rows.append(TimingRow(step, epoch, self._rank, f"data.{stage}", ms))
         self._worker.clear()
         self._step_info = {k: v for k, v in self._step_info.items() if k >= self.timer.step}
         return rows, samples, step_ms
@@ -283,7 +315,8 @@ class TimingCallback(Callback):
                 "device": str(self.timer.device), "samples_per_s": self.samples_per_s,
                 "mfu": self.mfu, "flops_per_step": self.flops_per_step,
                 "peak_flops": self.peak_flops, "steps": self.timer.step,
-                "batch_size": self._batch_size}
+                "batch_size": self._batch_size, "compiled": self.compiled,
+                "regions_not_seen": self.regions_not_seen}
 
     def _log(self, trainer: Trainer, stats: list[RegionStats]) -> None:
         """Rank 0 hands the interval's scalars straight to every logger.
@@ -338,6 +371,10 @@ class TimingCallback(Callback):
             lines.append(f"{s.region:<36} {s.self_ms:9.1f} {100 * s.self_share:6.1f}% "
                          f"{s.mean_ms:9.1f} {s.p90_ms:9.1f}")
         lines.append(f"{'(unattributed)':<36} {unattributed_ms(stats):9.1f}")
+        if self.compiled:
+            lines.append(f"compiled network: {len(self.regions_not_seen)} per-stage regions run inside the compiled "
+                         f"graph and are not timed ({', '.join(self.regions_not_seen[:3])}, ...); 'forward' here is "
+                         "batch start -> backward. For the per-stage breakdown run once with model.compile=false.")
         if self.timing_dir is not None:
             lines.append(f"table: {self.timing_dir}  (report: python -m vrt_spike.timing.report "
                          f"{self.timing_dir.parent})")
