@@ -83,10 +83,10 @@ def _batch(k: int, nan: bool = False) -> dict:
             "clip": ["c"], "frame_start": torch.zeros(1, dtype=torch.long)}
 
 
-def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
+def _trainer(tmp_path: Path, steps: int, log_every_n_steps: int = 50) -> L.Trainer:
     return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                     limit_val_batches=0)
+                     limit_val_batches=0, log_every_n_steps=log_every_n_steps)
 
 
 def test_nonfinite_loss_skips_steps_then_aborts(tiny_cfg, tmp_path: Path) -> None:
@@ -94,8 +94,8 @@ def test_nonfinite_loss_skips_steps_then_aborts(tiny_cfg, tmp_path: Path) -> Non
     module = DeblurModule(tiny_cfg.model, tiny_cfg.optim, tiny_cfg.scheduler, max_nonfinite_steps=2)
     before = {n: p.detach().clone() for n, p in module.net.named_parameters()}
     batches = [_batch(k, nan=True), _batch(k), _batch(k, nan=True), _batch(k, nan=True)]
-    with pytest.raises(RuntimeError, match=r"2 non-finite losses in a row \(max_nonfinite_steps=2\)"):
-        _trainer(tmp_path, steps=10).fit(module, datamodule=_Loader(batches))
+    with pytest.raises(RuntimeError, match=r"2 non-finite losses in a row \(max_nonfinite_steps=2\) by step 4"):
+        _trainer(tmp_path, steps=10, log_every_n_steps=1).fit(module, datamodule=_Loader(batches))
     assert module.skipped_steps == 3
     changed = [n for n, p in module.net.named_parameters() if not torch.equal(p, before[n])]
     assert changed  # the one finite batch trained
@@ -170,3 +170,50 @@ def test_two_step_fit(synthetic_root: Path, tmp_path: Path, optim: str, precisio
     assert (tmp_path / "timing").is_dir() and (tmp_path / "metrics.csv").is_file()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["optimizer_states"]
+
+
+def _guarded_step(opt: torch.optim.Optimizer, guard, params: list[torch.nn.Parameter], grad: float) -> None:
+    for p in params:
+        p.grad = torch.full_like(p, grad)
+    guard.before_step(opt)
+    opt.step()
+
+
+@pytest.mark.parametrize("name", ["adamw", "adamw8bit"])
+def test_nonfinite_step_is_skipped_on_the_device(tiny_cfg, name: str) -> None:
+    from vrt_spike.lit.optim import NonFiniteStepGuard
+    from vrt_spike.profiling.host_syncs import HostSyncCounter
+
+    net = build_net(tiny_cfg.model)
+    opt = build_optimizer(net, {**tiny_cfg.optim, "name": name, "weight_decay": 0.1})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    guard = NonFiniteStepGuard()
+    _guarded_step(opt, guard, params, 0.5)  # a finite step: states exist
+    before = [p.detach().clone() for p in params]
+    states = {id(p): {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params}
+    with HostSyncCounter() as syncs:
+        _guarded_step(opt, guard, params, float("nan"))
+        _guarded_step(opt, guard, params, float("inf"))
+    assert syncs.count == 0  # decided on the device
+    assert guard.counts() == (2, 2)
+    assert all(torch.isfinite(p).all() for p in params)
+    if name == "adamw":  # fused: the kernel skips; weights, moments and step count untouched
+        assert opt.defaults["fused"] is True
+        assert all(torch.equal(p, b) for p, b in zip(params, before))
+        for p in params:
+            for k, v in states[id(p)].items():
+                assert torch.equal(opt.state[p][k], v), k
+    _guarded_step(opt, guard, params, 0.5)
+    assert guard.counts() == (2, 2)  # the run ended; the longest run is remembered
+    assert not all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_adamw_is_fused_on_cuda(tiny_cfg) -> None:
+    net = build_net(tiny_cfg.model).cuda()
+    opt = build_optimizer(net, tiny_cfg.optim)
+    assert type(opt) is torch.optim.AdamW and opt.defaults["fused"] is True
+    eight_bit = build_optimizer(net, {**tiny_cfg.optim, "name": "adamw8bit"})
+    assert type(eight_bit).__name__ == "AdamW8bit"  # paged only when asked
+    assert type(build_optimizer(net, {**tiny_cfg.optim, "name": "adamw8bit", "paged": True})).__name__ == "PagedAdamW8bit"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -40,3 +41,19 @@ def run_script(script: str, args: list[str], cwd: Path, timeout: float = 200) ->
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+class SyncDebugSteps(L.Callback):
+    """``torch.cuda.set_sync_debug_mode("error")`` from the third training step's start to each
+    step's end: a synchronising CUDA call inside those steps raises."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx >= 2:  # the first steps allocate optimizer states and warm the allocator
+            import torch
+
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import torch
+
+        torch.cuda.set_sync_debug_mode(0)
