@@ -220,10 +220,11 @@ class BenchResult:
 
 def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                   spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any],
-                  compile: bool = False) -> BenchResult:
+                  compile_mode: str | None = None) -> BenchResult:
     """Measure `net` (already on `spec.device`): one result row and the per-stage breakdown.
 
-    `compile` times `torch.compile(net)` (as the LightningModule runs it with `model.compile`);
+    `compile_mode` (a torch.compile mode, or None for eager) times the compiled `net`, static
+    shapes as the LightningModule compiles it with `model.compile`;
     FLOPs are counted and the per-stage breakdown is taken on the eager `net` (the same
     arithmetic; compiled graphs would fuse across the timer's hooks).
 
@@ -238,7 +239,8 @@ def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
     frames = spec.batch_size * spec.clip_len
 
     # Inference first, before gradients and optimizer state exist, so its peak is its own.
-    forward = torch.compile(net) if compile else net
+    compile = compile_mode is not None
+    forward = torch.compile(net, mode=compile_mode, dynamic=False) if compile else net
     net.eval()
     infer = make_infer_step(net, inputs, precision)
     infer_timed = make_infer_step(forward, inputs, precision) if compile else infer
@@ -446,8 +448,10 @@ def bench_main(cfg: Any) -> float | None:
     from vrt_spike.lit.losses import CharbonnierLoss
     from vrt_spike.lit.module import build_net
     from vrt_spike.lit.optim import build_optimizer
+    from vrt_spike.lit.run import set_tf32
 
     check_config(cfg)
+    set_tf32(cfg.get("tf32", True))
     model_cfg = model_config(cfg)
     meta = _hydra_meta(cfg, model_cfg)
     spec = BenchSpec(
@@ -463,7 +467,7 @@ def bench_main(cfg: Any) -> float | None:
     optimizer = build_optimizer(net, cfg.optim)
     use_spike = bool(cfg.model.get("use_spike", True))
     result = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike,
-                           meta=meta, compile=meta["compile"])
+                           meta=meta, compile_mode=str(model_cfg.get("compile_mode", "default")) if meta["compile"] else None)
     print_report(result)
     row = result.row
     run_dir = Path(meta["run_dir"])

@@ -25,7 +25,7 @@ from vrt_spike.data.footage import FootageClip, SpikeReading, folder_clip, layou
 from vrt_spike.data.transforms import upsample_spike
 from vrt_spike.data.writers import side_by_side, to_uint8, write_mp4, write_png
 from vrt_spike.lit.module import DeblurModule
-from vrt_spike.lit.run import load_for_inference
+from vrt_spike.lit.run import load_for_inference, set_tf32
 from vrt_spike.restore import forward_calls
 
 __all__ = ["FloorFrames", "input_clips", "floor_panel", "predict_footage", "predict"]
@@ -154,6 +154,7 @@ def _device(name: str) -> torch.device:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """``predict.py``: load ``ckpt_path``, restore ``input.*``, write under ``out_dir``, print a summary."""
     torch.manual_seed(int(cfg.seed))
+    set_tf32(cfg.get("tf32", True))
     module = load_for_inference(cfg)
     reading = SpikeReading.from_data_config(cfg.data)
     input_cfg = OmegaConf.to_container(cfg.input, resolve=True)

@@ -19,15 +19,18 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from vrt_spike.lit.losses import RestorationLoss
-from vrt_spike.lit.optim import build_optimizer, build_scheduler, split_param_groups
+from vrt_spike.lit.optim import NonFiniteStepGuard, build_optimizer, build_scheduler, split_param_groups
 from vrt_spike.restore import restore_clip
 
-__all__ = ["TRAINING_KEYS", "build_net", "DeblurModule"]
+__all__ = ["TRAINING_KEYS", "COMPILE_MODES", "build_net", "DeblurModule"]
 
 log = logging.getLogger(__name__)
 
 # model.* keys read by the LightningModule, not by VRTWithSpike.
-TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
+TRAINING_KEYS = ("compile", "compile_mode", "pretrained", "freeze_backbone_steps")
+# torch.compile modes: default (fused kernels), reduce-overhead (+ CUDA graphs: launch cost gone,
+# static shapes and memory held per shape), max-autotune (+ kernel autotuning: minutes up front).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def _plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
@@ -88,14 +91,15 @@ class DeblurModule(L.LightningModule):
     """Trains and evaluates a spike-guided deblurring network.
 
     Args:
-        model: the ``model.*`` config (VRTWithSpike kwargs plus ``compile``, ``pretrained``,
-            ``freeze_backbone_steps``).
+        model: the ``model.*`` config (VRTWithSpike kwargs plus ``compile``, ``compile_mode``
+            (one of :data:`COMPILE_MODES`), ``pretrained``, ``freeze_backbone_steps``).
         optim: ``optim.*`` (see :func:`vrt_spike.lit.optim.build_optimizer`) plus
             ``flow_freeze_steps``.
         scheduler: ``scheduler.*`` (``warmup_steps``, ``min_lr_ratio``).
         loss: :class:`~vrt_spike.lit.losses.RestorationLoss` kwargs.
-        max_nonfinite_steps: abort after this many non-finite losses in a row (each one skips the
-            step on every rank).
+        max_nonfinite_steps: abort after this many steps in a row whose gradients were not finite
+            (each one is skipped on the device, on every rank alike); checked at the logging
+            interval (``trainer.log_every_n_steps``), so the host never waits inside a step.
         seed: reseeds every RNG with ``seed + epoch`` at each training epoch start, so a run
             resumed from an epoch-boundary checkpoint draws the same crops and augmentations.
         log_images: save (and send to W&B) one blur | restored | sharp frame per validation.
@@ -126,15 +130,23 @@ class DeblurModule(L.LightningModule):
         if net is None and model.get("pretrained"):
             self.net.load_backbone_checkpoint(model["pretrained"])
         self.use_spike = bool(getattr(self.net, "use_spike", True))
-        self._forward_fn = torch.compile(self.net) if model.get("compile") else self.net
+        mode = model.get("compile_mode", "default")
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"model.compile_mode: expected one of {list(COMPILE_MODES)}, got {mode!r}")
+        if model.get("compile"):
+            # In place: the module keeps its own parameters and state_dict keys, so checkpoints of
+            # compiled and eager runs load into each other. Static shapes: a training crop, a
+            # validation frame and an inference tile each compile once, and the step stays
+            # CUDA-graph friendly (reduce-overhead).
+            self.net.compile(mode=mode, dynamic=False)
         self.loss_fn = RestorationLoss(**loss)
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_psnr_floor = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_frames_scored = 0  # frames of the last validation (the verdict names them)
-        self._nonfinite_in_a_row = 0
-        self.skipped_steps = 0
+        self._nonfinite = NonFiniteStepGuard()
+        self._skipped_reported = 0
         self._last_batch_end: float | None = None
         self.step_times_s: list[float] = []
         self._test_rows: list[dict[str, Any]] = []
@@ -145,7 +157,7 @@ class DeblurModule(L.LightningModule):
 
     def forward(self, blur: Tensor, spike: Tensor | None = None) -> Tensor:
         """``blur (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> restored ``(B, T, 3, H, W)``."""
-        return self._forward_fn(blur, spike if self.use_spike else None)
+        return self.net(blur, spike if self.use_spike else None)
 
     def restore(self, blur: Tensor, spike: Tensor | None = None) -> Tensor:
         """Whole-clip inference (val, test, evaluate.py, predict.py), tiled as ``tile`` says.
@@ -159,28 +171,33 @@ class DeblurModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
 
-    def _any_rank(self, flag: bool) -> bool:
-        value = torch.tensor(float(flag), device=self.device)
-        return bool(self.trainer.strategy.reduce(value, reduce_op="sum") > 0)
-
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         pred = self(batch["blur"], batch["spike"])
         loss = self.loss_fn(pred, batch["sharp"])
-        # Every rank must agree to skip, or DDP's gradient all-reduce would hang.
-        if self._any_rank(not bool(torch.isfinite(loss.detach()))):
-            self._nonfinite_in_a_row += 1
-            self.skipped_steps += 1
-            limit = self.hparams.max_nonfinite_steps
-            log.warning("non-finite loss at step %d (%d in a row, limit max_nonfinite_steps=%d): step skipped",
-                        self.global_step, self._nonfinite_in_a_row, limit)
-            if self._nonfinite_in_a_row >= limit:
-                raise RuntimeError(f"{self._nonfinite_in_a_row} non-finite losses in a row (max_nonfinite_steps={limit}) "
-                                   f"at step {self.global_step}: lower optim.lr, enable trainer.gradient_clip_val, "
-                                   "or use bf16-mixed instead of 16-mixed")
-            return None
-        self._nonfinite_in_a_row = 0
-        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        # Not on the progress bar: Lightning turns every prog_bar value into a Python number after
+        # each batch (a host sync per step); loggers read it at their interval, the bar at its refresh.
+        self.log("train/loss", loss.detach(), batch_size=pred.shape[0])
         return loss
+
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps skipped so far for non-finite gradients (a host read: not for the step)."""
+        return self._nonfinite.counts()[0]
+
+    def _check_nonfinite(self, log_count: bool = True) -> None:
+        """At the logging interval: log the skipped steps, abort after ``max_nonfinite_steps`` in a row."""
+        skipped, longest = self._nonfinite.counts()
+        if log_count:
+            self.log("train/skipped_steps", float(skipped))
+        limit = self.hparams.max_nonfinite_steps
+        if longest >= limit:
+            raise RuntimeError(f"{longest} non-finite losses in a row (max_nonfinite_steps={limit}) by step "
+                               f"{self.global_step} ({skipped} steps skipped in all): lower optim.lr, enable "
+                               "trainer.gradient_clip_val, or use bf16-mixed instead of 16-mixed")
+        if skipped > self._skipped_reported:
+            self._skipped_reported = skipped
+            log.warning("%d optimizer step(s) skipped so far for non-finite gradients (by step %d; limit "
+                        "max_nonfinite_steps=%d in a row)", skipped, self.global_step, limit)
 
     def setup(self, stage: str) -> None:
         # A flow frozen for the whole fit needs no gradient at all: requires_grad=False before
@@ -207,6 +224,8 @@ class DeblurModule(L.LightningModule):
             seed_everything(int(self.hparams.seed) + self.current_epoch, workers=True, verbose=False)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self._check_nonfinite()
         now = time.perf_counter()
         if self._last_batch_end is not None:
             self.step_times_s.append(now - self._last_batch_end)
@@ -227,6 +246,12 @@ class DeblurModule(L.LightningModule):
             frozen += list(self.net.vrt.parameters())
         for p in frozen:
             p.grad = None
+        # A GradScaler (16-mixed) skips overflowing steps itself and would count as non-finite here.
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            self._nonfinite.before_step(optimizer)
+
+    def on_train_end(self) -> None:
+        self._check_nonfinite(log_count=False)  # Lightning takes no logs here
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.net, self.hparams.optim)
