@@ -40,10 +40,10 @@ from torch import Tensor
 
 from vrt_spike.data.dataset import SpikeDeblurDataset
 from vrt_spike.data.synthesize import MANIFEST, SynthConfig, synthesize
+from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.models.vrt_spike import VRTWithSpike
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
 # The targets (#16), per seed.
 FLOOR_MARGIN_DB = 0.5  # VRT+Spike >= spike floor + this
 RGB_MARGIN_DB = 2.5  # VRT+Spike >= RGB-only + this

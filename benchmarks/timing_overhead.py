@@ -25,11 +25,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.models.vrt_spike import VRTWithSpike
 from vrt_spike.timing.callback import TimingCallback
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
 DEFAULT_INTERVAL = inspect.signature(TimingCallback).parameters["interval"].default
 
 

@@ -8,10 +8,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from vrt_spike.lit.module import TRAINING_KEYS
+from vrt_spike.lit.module import build_net as build_model
 from vrt_spike.models.vrt_spike import VRTWithSpike
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-TRAINING_KEYS = {"compile", "pretrained", "freeze_backbone_steps"}
 OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.json, netG
     upscale=1, img_size=[6, 192, 192], window_size=[6, 8, 8], depths=[8] * 7 + [4] * 4, indep_reconsts=[9, 10],
     embed_dims=[96] * 7 + [120] * 4, num_heads=[6] * 11, pa_frames=2, deformable_groups=16,
@@ -28,9 +29,8 @@ def compose_preset(name: str) -> DictConfig:
 
 
 def build_net(cfg: DictConfig) -> VRTWithSpike:
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert TRAINING_KEYS <= set(model)
-    return VRTWithSpike(**{k: v for k, v in model.items() if k not in TRAINING_KEYS})
+    assert set(TRAINING_KEYS) <= set(cfg.model)  # every preset states the training-side keys
+    return build_model(cfg.model)
 
 
 def spike_cfg(cfg: DictConfig) -> tuple:

@@ -9,11 +9,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.models.vrt_spike import VRTWithSpike
 from vrt_spike.timing.timer import StageTimer
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINING_KEYS = ("compile", "pretrained", "freeze_backbone_steps")
 K, T, HW = 4, 2, 40  # VRT's smallest input for the tiny window
 
 

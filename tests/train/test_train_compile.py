@@ -102,7 +102,7 @@ def test_compiled_fit_with_validation_and_timing(synthetic_root: Path, tmp_path:
     assert len(recompiles) <= 8, [r.getMessage()[:300] for r in recompiles]
     assert not [r for r in caplog.records if "recompile_limit" in r.getMessage() or "cache_size_limit" in r.getMessage()]
     (probe,) = SyncsPerBatch.runs
-    per_step, sites = probe.per_step(first=2)  # steps after the first compile; a validation in between
+    per_step, sites = probe.per_step(first=steps // 2)  # the steps after the validation: compiled, warm
     assert per_step == 0, dict(sites)
     timing = tmp_path / "timing"
     meta = json.loads((timing / "meta.json").read_text())
