@@ -259,13 +259,12 @@ def step_flops_per_sample(cfg: Any, device: Any) -> int:
     counted by `vrt_spike.profiling.flops` on a network built from `cfg.model` (the optimizer's
     elementwise update counts nothing, as FlopCounterMode counts)."""
     import torch
+    from omegaconf import OmegaConf
 
     from vrt_spike.bench import BenchSpec, make_train_step, precision_setup, random_inputs, set_checkpointing
     from vrt_spike.lit.losses import CharbonnierLoss
     from vrt_spike.lit.module import build_net
     from vrt_spike.profiling.flops import count_flops
-
-    from omegaconf import OmegaConf
 
     net = build_net(set_checkpointing(OmegaConf.to_container(cfg.model, resolve=True), False)).to(device)
     spec = BenchSpec(batch_size=1, clip_len=int(cfg.data.clip_len), crop_size=int(cfg.data.crop_size),
@@ -375,7 +374,7 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
         for preset in dict.fromkeys(presets):
             _phase(f"optimizer figures of {preset}")
             model_cfg = compose("train", overrides=[f"model={preset}", "paths.output_dir=/unused"]).model
-            rows += optimizer_figures(model_cfg, optim_cfgs, model=preset, device=device, warmup=2, iters=iters, seed=0)
+            rows += optimizer_figures(model_cfg, optim_cfgs, model=preset, device=device, warmup=1, iters=iters, seed=0)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     write_text_atomically(out, json.dumps(rows))
@@ -453,8 +452,16 @@ class Ladder:
         return self.deadline - time.perf_counter()
 
     # ------------------------------------------------------------------ one rung
-    def measure(self, rung: str, preset_role: str, switches: Switches, note: str = "") -> dict[str, Any]:
-        """Measure a rung (retrying at the next crop after an out-of-memory); append and return its row."""
+    def eager_estimate_s(self) -> float:
+        """What an eager rung costs: the longest one so far (before any, the least an eager rung may start with)."""
+        ran = [r["rung_s"] for r in self.rows if r["status"].startswith("ok") and r["compile"] == "eager"]
+        return max(ran, default=self.profile.min_start_s["eager"])
+
+    def measure(self, rung: str, preset_role: str, switches: Switches, note: str = "",
+                reserve_s: float = 0.0) -> dict[str, Any]:
+        """Measure a rung (retrying at the next crop after an out-of-memory); append and return its row.
+
+        `reserve_s` of the budget is kept for the rungs after this one."""
         p = self.profile
         preset = p.presets[preset_role]
         self.switches[rung] = switches
@@ -462,10 +469,11 @@ class Ladder:
         oom_notes: list[str] = []
         row: dict[str, Any] | None = None
         for crop in p.crops:
-            left = self.left_s()
+            left = self.left_s() - reserve_s
             if left < p.min_start_s[kind]:
+                kept = f" after {reserve_s:.0f} s kept for opt@best and fast@best" if reserve_s else ""
                 row = self._row_without_run(rung, preset, switches, crop, "skipped: ladder budget: "
-                                            f"{left:.0f} s left, a {kind} rung needs >= {p.min_start_s[kind]:.0f} s")
+                                            f"{left:.0f} s left{kept}, a {kind} rung needs >= {p.min_start_s[kind]:.0f} s")
                 break
             spec = RungSpec(rung=rung, preset=preset, switches=switches, device=p.device, clip_len=p.clip_len,
                             crop_size=crop, warmup=p.warmup[kind], min_steps=p.min_steps, max_steps=p.max_steps,
@@ -584,8 +592,8 @@ class Ladder:
             sw = dataclasses.replace(sw, compile_mode=mode)
             if self.skip_compile:
                 self.skip(rung, "baseline", sw, "--skip-compile")
-            else:
-                self.measure(rung, "baseline", sw)
+            else:  # compilations run only in the time that opt@best and fast@best do not need
+                self.measure(rung, "baseline", sw, reserve_s=2 * self.eager_estimate_s())
         self._presets_at_best()
 
     def _config_has(self, preset_role: str, key: str) -> bool:
@@ -617,12 +625,14 @@ class Ladder:
             if sw.compile_mode is not None:
                 need = best["rung_s"] * 1.2
                 eager = [r for r in ran if self.switches[r["rung"]].compile_mode is None]
-                if self.left_s() < need + (self.profile.min_start_s["eager"] if role == "opt" else 0) and eager:
+                if self.left_s() < need + (self.eager_estimate_s() if role == "opt" else 0) and eager:
                     fallback = max(eager, key=lambda r: r["samples_per_s"])
                     note = (f"switches of {fallback['rung']}, the best eager rung: compiling {role} would need "
                             f"~{need:.0f} s, {self.left_s():.0f} s left")
                     sw = self.switches[fallback["rung"]]
-            self.measure(rung, role, sw, note=note)
+            # A compiled opt@best leaves fast@best the time of an eager rung.
+            reserve = self.eager_estimate_s() if role == "opt" and sw.compile_mode is not None else 0.0
+            self.measure(rung, role, sw, note=note, reserve_s=reserve)
 
     # ------------------------------------------------------------------ output
     def write(self, out: Path) -> dict[str, Path]:

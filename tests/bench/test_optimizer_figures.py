@@ -79,6 +79,7 @@ def test_bad_arguments_name_the_problem() -> None:
         measure_optimizer(frozen, {**OPTIM, "name": "adamw"})
 
 
+@pytest.mark.slow  # four optimizer steps of the tiny preset, 8-bit ones on a CPU: seconds each
 def test_bench_figures_of_the_shipped_groups_on_the_tiny_preset() -> None:
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         model_cfg = compose("bench", overrides=["model=tiny"]).model
