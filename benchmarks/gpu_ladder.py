@@ -28,9 +28,11 @@ kept on the device (`vrt_spike.lit.step_measure.FixedBatchDataModule`), so no lo
 and no dataset is needed. Per rung also:
 - peak GB: the allocator's high-water mark over the timed steps (`torch.cuda.max_memory_allocated`;
   on a CPU the process RSS);
-- MFU: FLOPs of one training step without recomputation (`vrt_spike.profiling.flops`, counted once
-  per preset and crop on one sample with checkpointing off, times the batch) over the mean step
-  time and the device's dense peak for the rung's compute type (`vrt_spike.profiling.peaks`);
+- MFU: the executed FLOPs of one training step, recomputation included as `python -m
+  vrt_spike.bench` counts them (`vrt_spike.profiling.flops` on one sample under the rung's precision
+  and checkpointing, once per preset, crop and checkpointing, times the batch; counting needs no
+  more memory than the rung's own step) over the mean step time and the device's dense peak for
+  the rung's compute type (`vrt_spike.profiling.peaks`);
 - warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there).
 A second table gives the optimizer-state memory and optimizer-step time of AdamW and 8-bit AdamW
 at each preset's size (`vrt_spike.profiling.optimizer`).
@@ -173,7 +175,7 @@ class RungSpec:
     max_steps: int
     measure_s: float
     run_dir: str
-    flops_per_sample: int | None = None  # known from an earlier rung of the same preset and crop
+    flops_per_sample: int | None = None  # known from an earlier rung of the same preset, crop, checkpointing
     peak_tflops: float | None = None     # MFU peak override (a CPU has no table entry)
 
     def to_json(self) -> str:
@@ -255,18 +257,18 @@ def _phase(name: str) -> None:
 
 
 def step_flops_per_sample(cfg: Any, device: Any) -> int:
-    """FLOPs of one training step (forward, loss, backward) of one sample with checkpointing off,
-    counted by `vrt_spike.profiling.flops` on a network built from `cfg.model` (the optimizer's
-    elementwise update counts nothing, as FlopCounterMode counts)."""
+    """FLOPs of one training step (forward, loss, backward, recomputation included) of one sample,
+    counted by `vrt_spike.profiling.flops` on a network built from `cfg.model` under the rung's
+    precision (the optimizer's elementwise update counts nothing, as FlopCounterMode counts)."""
     import torch
     from omegaconf import OmegaConf
 
-    from vrt_spike.bench import BenchSpec, make_train_step, precision_setup, random_inputs, set_checkpointing
+    from vrt_spike.bench import BenchSpec, make_train_step, precision_setup, random_inputs
     from vrt_spike.lit.losses import CharbonnierLoss
     from vrt_spike.lit.module import build_net
     from vrt_spike.profiling.flops import count_flops
 
-    net = build_net(set_checkpointing(OmegaConf.to_container(cfg.model, resolve=True), False)).to(device)
+    net = build_net(OmegaConf.to_container(cfg.model, resolve=True)).to(device)
     spec = BenchSpec(batch_size=1, clip_len=int(cfg.data.clip_len), crop_size=int(cfg.data.crop_size),
                      num_bins=int(cfg.data.num_bins), warmup=0, iters=1, breakdown_steps=0,
                      precision=str(cfg.trainer.precision), device=device)
@@ -444,8 +446,9 @@ class Ladder:
     def __post_init__(self) -> None:
         self.start = time.perf_counter()
         self.deadline = self.start + self.profile.budget_s
-        self.flops: dict[tuple[str, int], int] = {}  # (preset, crop) -> FLOPs per sample
+        self.flops: dict[tuple[str, int, bool], int] = {}  # (preset, crop, checkpointing) -> FLOPs per sample
         self.switches: dict[str, Switches] = {}
+        self.ooms: list[tuple[str, int, str, Switches]] = []  # (preset, crop, rung, switches) that ran out of memory
         self.env = _worker_env(self.work_dir)
 
     def left_s(self) -> float:
@@ -467,8 +470,15 @@ class Ladder:
         self.switches[rung] = switches
         kind = switches.kind
         oom_notes: list[str] = []
+        crops = list(p.crops)
+        # A crop at which a rung of this preset needing no more memory ran out of memory is not tried.
+        known = [(c, r) for (pr, c, r, sw) in self.ooms if pr == preset and _needs_at_least(switches, sw)]
+        while len(crops) > 1 and any(c == crops[0] for c, _ in known):
+            oom_notes.append(f"{crops[0]}^2 not tried: {next(r for c, r in known if c == crops[0])} ran out of "
+                             "memory there")
+            crops.pop(0)
         row: dict[str, Any] | None = None
-        for crop in p.crops:
+        for crop in crops:
             left = self.left_s() - reserve_s
             if left < p.min_start_s[kind]:
                 kept = f" after {reserve_s:.0f} s kept for opt@best and fast@best" if reserve_s else ""
@@ -478,13 +488,16 @@ class Ladder:
             spec = RungSpec(rung=rung, preset=preset, switches=switches, device=p.device, clip_len=p.clip_len,
                             crop_size=crop, warmup=p.warmup[kind], min_steps=p.min_steps, max_steps=p.max_steps,
                             measure_s=p.measure_s, run_dir=str(self.work_dir / _slug(f"{rung}-{crop}")),
-                            flops_per_sample=self.flops.get((preset, crop)), peak_tflops=self.peak_tflops)
+                            flops_per_sample=self.flops.get((preset, crop, switches.checkpointing)),
+                            peak_tflops=self.peak_tflops)
             row = self._run(spec, timeout_s=min(p.cap_s[kind], left))
             if row["status"] == "ok":
-                self.flops[(preset, crop)] = row.pop("_flops_per_sample")
-            if row["status"].startswith("oom") and crop != p.crops[-1]:
-                oom_notes.append(f"out of memory at {crop}^2")
-                continue
+                self.flops[(preset, crop, switches.checkpointing)] = row.pop("_flops_per_sample")
+            if row["status"].startswith("oom"):
+                self.ooms.append((preset, crop, rung, switches))
+                if crop != crops[-1]:
+                    oom_notes.append(f"out of memory at {crop}^2")
+                    continue
             break
         assert row is not None
         notes = [n for n in (note, *oom_notes) if n]
@@ -658,8 +671,16 @@ class Ladder:
         return (f"GPU ladder on {device}, torch {torch.__version__}, clip {p.clip_len}, crops "
                 f"{' then '.join(f'{c}^2' for c in p.crops)}; {time.perf_counter() - self.start:.0f} s of a "
                 f"{p.budget_s:.0f} s budget. samples/s and step ms over the timed steps (TimingCallback), peak "
-                "GB over the timed steps, MFU = model FLOPs per step (no recomputation) / step time / dense "
-                "peak, top regions by exclusive ms per step, warm-up s includes compilation.")
+                "GB over the timed steps, MFU = executed FLOPs per step (recomputation included) / step time / "
+                "dense peak, top regions by exclusive ms per step, warm-up s includes compilation.")
+
+
+def _needs_at_least(a: Switches, b: Switches) -> bool:
+    """Whether a step with switches `a` needs at least the memory of one with `b`: a batch as large,
+    checkpointing off where `b` has it off, fp32 where `b` runs fp32 (optimizer states and
+    compilation move the peak by far less than the activations do)."""
+    return (a.batch_size >= b.batch_size and (not a.checkpointing or b.checkpointing)
+            and (a.precision == "32" or b.precision != "32"))
 
 
 def _slug(text: str) -> str:

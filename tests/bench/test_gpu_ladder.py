@@ -73,11 +73,15 @@ def test_plan_carries_the_faster_optimizer_retries_smaller_crops_and_runs_preset
     batch_calls = [(c[0], c[1]) for c in ladder.calls if c[0] == "+batch"]
     assert batch_calls == [("+batch", 256), ("+batch", 192)]
     assert rows["+batch"]["crop_size"] == 192 and rows["+batch"]["status"] == "ok (out of memory at 256^2)"
-    # FLOPs are counted once per preset and crop, then handed to the next rung.
+    # A rung that needs at least +batch's memory starts at 192^2; one that may need less tries 256^2 again.
+    assert [c[1] for c in ladder.calls if c[0] == "-checkpointing"] == [192]
+    assert rows["-checkpointing"]["status"] == "ok (256^2 not tried: +batch ran out of memory there)"
+    assert [c[1] for c in ladder.calls if c[0] in ("opt@best", "fast@best")] == [256, 256]
+    # FLOPs are counted once per preset, crop and checkpointing, then handed to the next rung.
     flops = {(c[0], c[1]): c[3] for c in ladder.calls}
-    assert flops[("baseline", 256)] is None and flops[("+bf16", 256)] == 1256
-    assert flops[("+batch", 192)] is None and flops[("-checkpointing", 256)] == 1256
-    assert flops[("opt@best", 256)] is None
+    assert flops[("baseline", 256)] is None and flops[("+bf16", 256)] == flops[("+adamw8bit", 256)] == 1256
+    assert flops[("+batch", 192)] is None and flops[("-checkpointing", 192)] is None
+    assert flops[("+compile", 192)] == 1192 and flops[("opt@best", 256)] is None
     # Every rung runs under its cap and the budget left.
     for rung, _, switches, _, timeout in ladder.calls:
         assert 0 < timeout <= m.GPU.cap_s[switches.kind]
