@@ -483,7 +483,8 @@ class Ladder:
             if left < p.min_start_s[kind]:
                 kept = f" after {reserve_s:.0f} s kept for opt@best and fast@best" if reserve_s else ""
                 row = self._row_without_run(rung, preset, switches, crop, "skipped: ladder budget: "
-                                            f"{left:.0f} s left{kept}, a {kind} rung needs >= {p.min_start_s[kind]:.0f} s")
+                                            f"{max(left, 0):.0f} s left{kept}, a {kind} rung needs >= "
+                                            f"{p.min_start_s[kind]:.0f} s")
                 break
             spec = RungSpec(rung=rung, preset=preset, switches=switches, device=p.device, clip_len=p.clip_len,
                             crop_size=crop, warmup=p.warmup[kind], min_steps=p.min_steps, max_steps=p.max_steps,
