@@ -42,8 +42,11 @@ sharing one inductor cache (`TORCHINDUCTOR_CACHE_DIR` under the work dir), so `+
 reuses the kernels `+compile` built, with every CPU core compiling. The whole ladder has a time
 budget (`--budget`, 9 minutes): a rung has a cap of its own and starts only when enough of the
 budget is left, otherwise its row says it was skipped and why; a subprocess that outlives its time
-is stopped and its row says where it was. `opt@best`/`fast@best` fall back to the best eager rung
-when the budget left cannot pay for another compilation, and say so.
+is stopped and its row says where it was. The compile rungs run only in what is left after two
+eager rungs' time is kept for `opt@best` and `fast@best`, which fall back to the best eager rung
+when the budget left cannot pay for another compilation, and say so. A crop at which a rung of the
+same preset that needs no more memory (batch, checkpointing, precision) ran out of memory is not
+tried again.
 
 Output: `--out` (default `$OUT/gpu_ladder.csv` when `$OUT` is set, else `benchmarks/gpu_ladder.csv`),
 written atomically, with `<stem>_optimizers.csv` and `<stem>.md` (both tables) beside it; every
