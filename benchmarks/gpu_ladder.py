@@ -8,10 +8,11 @@ and the top timing regions, rung by rung.
 Rungs, each adding one switch to the one before, at clip 6 and 256^2 (192^2 for a rung that runs
 out of memory at 256^2):
 
-    baseline           model=baseline, fp32 (TF32 matmuls where the config's `tf32` says so),
-                       torch AdamW without the fused kernel, batch 1, every checkpoint switch on
+    baseline           model=baseline, fp32 (TF32 matmuls as the config's `tf32` says, default on),
+                       torch AdamW without the fused kernel (optim.fused=false), batch 1, every
+                       checkpoint switch on
     +bf16              trainer.precision=bf16-mixed
-    +fused-adamw       optim=adamw as shipped (fused on CUDA)        } the faster of the two
+    +fused-adamw       optim=adamw as shipped (fused)                } the faster of the two
     +adamw8bit         optim=adamw8bit (bitsandbytes, not paged)     } goes on up the ladder
     +batch             data.batch_size=3
     -checkpointing     every boolean model.**.use_checkpoint* off
@@ -92,11 +93,6 @@ CLOCK_FILE = "step_clock.json"
 RESULT_FILE = "result.json"
 PHASE = "[ladder] phase:"  # a worker's log line naming what it does now (read after a timeout)
 
-# Config keys that issue 21 adds; a rung needing one that the config lacks is skipped, saying so.
-FUSED_KEY = "optim.fused"
-COMPILE_MODE_KEY = "model.compile_mode"
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-
 LADDER = ("baseline", "+bf16", "+fused-adamw", "+adamw8bit", "+batch", "-checkpointing", "+compile",
           "+reduce-overhead", "opt@best", "fast@best")
 COMPILE_RUNGS = ("+compile", "+reduce-overhead")
@@ -116,7 +112,7 @@ class Switches:
 
     precision: str = "32"
     optim: str = "adamw"
-    fused: bool | None = False       # optim.fused where the config has it; None: the group's default
+    fused: bool | None = False       # optim.fused; None: the group's default (auto: fused)
     batch_size: int = 1
     checkpointing: bool = True       # every boolean model.**.use_checkpoint*
     compile_mode: str | None = None  # None: eager; else model.compile=true in this mode
@@ -192,16 +188,6 @@ class RungSpec:
 
 # ---------------------------------------------------------------------------------------- config
 
-class MissingKey(LookupError):
-    """A rung needs a config key that this checkout's conf/ does not have yet."""
-
-
-def _has(cfg: Any, key: str) -> bool:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(cfg, key, default="__missing__") != "__missing__"
-
-
 def rung_config(spec: RungSpec) -> Any:
     """The composed `conf/train.yaml` of a rung: the preset, the rung's switches, the fixed batch,
     only the timing callback (plus the StepClock), no logger, no validation, no checkpoints."""
@@ -220,19 +206,15 @@ def rung_config(spec: RungSpec) -> Any:
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         f"model.compile={str(sw.compile_mode is not None).lower()}",
     ]
+    if sw.fused is not None:
+        overrides.append(f"optim.fused={str(sw.fused).lower()}")
+    if sw.compile_mode is not None:
+        overrides.append(f"model.compile_mode={sw.compile_mode}")
     if sw.optim == "adamw8bit":
         overrides.append("optim.paged=false")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
-        if sw.fused is not None and _has(cfg, FUSED_KEY):  # else the group's default runs (the row names it)
-            OmegaConf.update(cfg, FUSED_KEY, sw.fused)
-        if sw.compile_mode is not None:
-            if _has(cfg, COMPILE_MODE_KEY):
-                OmegaConf.update(cfg, COMPILE_MODE_KEY, sw.compile_mode)
-            elif sw.compile_mode != "default":
-                raise MissingKey(f"{COMPILE_MODE_KEY} is not a key of conf/model/{spec.preset}.yaml: "
-                                 f"cannot compile in mode {sw.compile_mode}")
         model = OmegaConf.to_container(cfg.model, resolve=True)
         cfg.model = set_checkpointing(model, sw.checkpointing)
         cfg.data._target_ = FIXED_BATCH
@@ -352,9 +334,6 @@ def worker_main(spec_path: Path) -> int:
     out = Path(spec.run_dir) / RESULT_FILE
     try:
         row = measure_rung(spec)
-    except MissingKey as err:
-        write_text_atomically(out, json.dumps({"status": "skipped", "reason": str(err)}))
-        return 0
     except BaseException as err:
         status, reason = failure(err)
         write_text_atomically(out, json.dumps({"status": status, "reason": reason}))
@@ -526,8 +505,6 @@ class Ladder:
         if self.in_process:
             try:
                 return measure_rung(spec)
-            except MissingKey as err:
-                return self._row_without_run(spec.rung, spec.preset, spec.switches, spec.crop_size, f"skipped: {err}")
             except Exception as err:  # recorded in the table, the traceback logged: the ladder goes on
                 log.exception("%s failed", spec.rung)
                 status, reason = failure(err)
@@ -592,12 +569,7 @@ class Ladder:
         sw = dataclasses.replace(sw, precision="bf16-mixed")
         self.measure("+bf16", "baseline", sw)
         bf16 = sw
-        fused = dataclasses.replace(bf16, fused=None)
-        if self._config_has("baseline", FUSED_KEY):
-            self.measure("+fused-adamw", "baseline", fused)
-        else:
-            self.skip("+fused-adamw", "baseline", fused, f"{FUSED_KEY} is not a config key yet, so the rungs "
-                      "above already ran optim=adamw as shipped")
+        self.measure("+fused-adamw", "baseline", dataclasses.replace(bf16, fused=None))
         eight = dataclasses.replace(bf16, optim="adamw8bit", fused=None)
         self.measure("+adamw8bit", "baseline", eight)
         sw = self._faster(("+fused-adamw", "+adamw8bit", "+bf16"))
@@ -612,13 +584,6 @@ class Ladder:
             else:  # compilations run only in the time that opt@best and fast@best do not need
                 self.measure(rung, "baseline", sw, reserve_s=2 * self.eager_estimate_s())
         self._presets_at_best()
-
-    def _config_has(self, preset_role: str, key: str) -> bool:
-        from hydra import compose, initialize_config_dir
-
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={self.profile.presets[preset_role]}", "paths.output_dir=/unused"])
-        return _has(cfg, key)
 
     def _row(self, rung: str) -> dict[str, Any] | None:
         return next((r for r in self.rows if r["rung"] == rung), None)

@@ -48,27 +48,30 @@ def adamw8bit_bytes(sizes: list[int]) -> int:
 OPTIM = {"lr": 1e-3, "betas": [0.9, 0.99], "flow_keys": ["spynet"], "flow_lr_mult": 0.125}
 
 
-@pytest.mark.parametrize("name, analytic", [("adamw", adamw_bytes), ("adamw8bit", adamw8bit_bytes)])
-def test_state_bytes_equal_the_analytic_count(name: str, analytic) -> None:
+@pytest.mark.parametrize("extra, optimizer, analytic", [
+    ({"name": "adamw"}, "AdamW (fused)", adamw_bytes),  # fused: auto
+    ({"name": "adamw", "fused": False}, "AdamW", adamw_bytes),
+    ({"name": "adamw8bit", "paged": False, "min_8bit_size": MIN_8BIT}, "AdamW8bit", adamw8bit_bytes),
+])
+def test_state_bytes_equal_the_analytic_count(extra: dict, optimizer: str, analytic) -> None:
     net = _net()
     sizes = [p.numel() for p in net.parameters()]
     assert sum(n >= MIN_8BIT for n in sizes) == 3 and any(n % BLOCK for n in sizes if n >= MIN_8BIT)
-    cfg = {**OPTIM, "name": name, "paged": False, "min_8bit_size": MIN_8BIT}
-    figures = measure_optimizer(net, cfg, warmup=1, iters=2)
+    figures = measure_optimizer(net, {**OPTIM, **extra}, warmup=1, iters=2)
     assert figures.state_bytes == analytic(sizes)
-    assert figures.params == sum(sizes) and figures.device == "cpu"
+    assert figures.params == sum(sizes) and figures.device == "cpu" and figures.name == extra["name"]
     assert figures.step_ms.n == 2 and 0 < figures.step_ms.p10 <= figures.step_ms.median <= figures.step_ms.p90
-    assert figures.optimizer == ("AdamW" if name == "adamw" else "AdamW8bit")
+    assert figures.optimizer == optimizer
     assert all(p.grad is None for p in net.parameters())  # the measurement leaves no gradients behind
 
 
-def test_steps_update_the_parameters_and_fused_is_named() -> None:
+def test_steps_update_the_parameters_and_the_optimizer_is_named() -> None:
     net = _net()
     before = [p.detach().clone() for p in net.parameters()]
     measure_optimizer(net, {**OPTIM, "name": "adamw"}, warmup=1, iters=1)
     assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
-    fused = torch.optim.AdamW(net.parameters(), fused=True)
-    assert describe_optimizer(fused) == "AdamW (fused)" and optimizer_state_bytes(fused) == 0
+    foreach = torch.optim.AdamW(net.parameters(), fused=False)
+    assert describe_optimizer(foreach) == "AdamW" and optimizer_state_bytes(foreach) == 0
 
 
 def test_bad_arguments_name_the_problem() -> None:
@@ -109,7 +112,7 @@ def test_cli_multirun_writes_one_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(tmp_path / "sweep" / "optimizer_figures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["model"], r["optim"], r["optimizer"]) for r in rows] == [("tiny", "adamw", "AdamW"),
+    assert [(r["model"], r["optim"], r["optimizer"]) for r in rows] == [("tiny", "adamw", "AdamW (fused)"),
                                                                          ("tiny", "adamw8bit", "AdamW8bit")]
     assert all(float(r["step_ms_median"]) > 0 for r in rows)
     assert float(rows[1]["state_mib"]) < 0.4 * float(rows[0]["state_mib"])
