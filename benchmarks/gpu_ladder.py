@@ -1,7 +1,7 @@
 """The users' training-speed ladder on one GPU, in one shot: one table of samples/s, peak memory, MFU
 and the top timing regions, rung by rung.
 
-    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py [--out PATH.csv] [--budget 540]
+    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py [--out PATH.csv] [--budget 540] [override ...]
     PYTHONPATH=$PWD python benchmarks/gpu_ladder.py --smoke        # tiny sizes on the CPU (CI)
     bash benchmarks/gpu_ladder.sh                                  # on a bare GPU box (wheels, then pytest -m cuda)
 
@@ -140,6 +140,7 @@ class Profile:
     cap_s: Mapping[str, float]           # per kind (and `optimizers`): a rung's longest run
     min_start_s: Mapping[str, float]     # per kind: a rung starts only with this much budget left
     optimizer_iters: int = 10
+    overrides: tuple[str, ...] = ()      # Hydra overrides for every rung and the optimizer table
 
 
 GPU = Profile(
@@ -176,6 +177,7 @@ class RungSpec:
     run_dir: str
     flops_per_sample: int | None = None  # known from an earlier rung of the same preset, crop, checkpointing
     peak_tflops: float | None = None     # MFU peak override (a CPU has no table entry)
+    overrides: tuple[str, ...] = ()      # the profile's extra Hydra overrides, before the rung's own
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -183,7 +185,7 @@ class RungSpec:
     @classmethod
     def from_json(cls, text: str) -> RungSpec:
         data = json.loads(text)
-        return cls(**{**data, "switches": Switches(**data["switches"])})
+        return cls(**{**data, "switches": Switches(**data["switches"]), "overrides": tuple(data["overrides"])})
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -199,6 +201,7 @@ def rung_config(spec: RungSpec) -> Any:
     sw = spec.switches
     steps = spec.warmup + spec.max_steps
     overrides = [
+        *spec.overrides,
         f"model={spec.preset}", f"trainer={'gpu' if spec.device == 'cuda' else 'cpu'}", f"optim={sw.optim}",
         "logger=none", f"paths.output_dir={spec.run_dir}", f"trainer.precision={sw.precision}",
         f"data.batch_size={sw.batch_size}", f"data.clip_len={spec.clip_len}", f"data.crop_size={spec.crop_size}",
@@ -294,7 +297,8 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
         raise RuntimeError(f"{spec.rung}: no timed step in {run_dir} (warm-up {spec.warmup} steps, "
                            f"{clock['timed_steps']} timed)")
     sw = spec.switches
-    compute_dtype = compute_dtype_for(sw.precision)  # after the fit: the TF32 setting it ran with
+    # After the fit: the TF32 setting it ran with (TF32 is a CUDA tensor-core type; a CPU runs fp32).
+    compute_dtype = compute_dtype_for(sw.precision, None if device.type == "cuda" else "highest")
     peak = resolve_peak(device, compute_dtype, spec.peak_tflops)
     flops_per_step = flops_per_sample * sw.batch_size
     row = {
@@ -342,7 +346,8 @@ def worker_main(spec_path: Path) -> int:
     return 0
 
 
-def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int, out: Path) -> int:
+def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int, out: Path,
+                           overrides: Sequence[str] = ()) -> int:
     """`--optimizers`: AdamW vs 8-bit AdamW (the shipped optim groups, 8-bit not paged, as the
     `+adamw8bit` rung runs it) at each preset's size (`vrt_spike.bench.optimizer_figures`)."""
     import torch
@@ -357,7 +362,7 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
                       "adamw8bit": {**shipped_optim_config("adamw8bit"), "paged": False}}
         for preset in dict.fromkeys(presets):
             _phase(f"optimizer figures of {preset}")
-            model_cfg = compose("train", overrides=[f"model={preset}", "paths.output_dir=/unused"]).model
+            model_cfg = compose("train", overrides=[*overrides, f"model={preset}", "paths.output_dir=/unused"]).model
             rows += optimizer_figures(model_cfg, optim_cfgs, model=preset, device=device, warmup=1, iters=iters, seed=0)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -472,7 +477,7 @@ class Ladder:
                             crop_size=crop, warmup=p.warmup[kind], min_steps=p.min_steps, max_steps=p.max_steps,
                             measure_s=p.measure_s, run_dir=str(self.work_dir / _slug(f"{rung}-{crop}")),
                             flops_per_sample=self.flops.get((preset, crop, switches.checkpointing)),
-                            peak_tflops=self.peak_tflops)
+                            peak_tflops=self.peak_tflops, overrides=p.overrides)
             row = self._run(spec, timeout_s=min(p.cap_s[kind], left))
             if row["status"] == "ok":
                 self.flops[(preset, crop, switches.checkpointing)] = row.pop("_flops_per_sample")
@@ -550,10 +555,11 @@ class Ladder:
         out = self.work_dir / "optimizers" / RESULT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
         if self.in_process:
-            optimizer_figures_main(p.device, presets, p.optimizer_iters, out)
+            optimizer_figures_main(p.device, presets, p.optimizer_iters, out, p.overrides)
         else:
             problem = run_subprocess(["--optimizers", "--device", p.device, "--presets", *presets,
-                                      "--optimizer-iters", str(p.optimizer_iters), "--result", str(out)],
+                                      "--optimizer-iters", str(p.optimizer_iters), "--result", str(out),
+                                      *p.overrides],
                                      out.parent / "worker.log", min(p.cap_s["optimizers"], left), self.env)
             if problem:
                 self.optimizer_status = f"failed: {problem}"
@@ -710,6 +716,8 @@ def _parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="MFU peak override (needed on a CPU)")
     p.add_argument("--skip-compile", action="store_true", help="report the compile rungs as skipped")
     p.add_argument("--in-process", action="store_true", help="no subprocesses (tests; no time limit inside a rung)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every rung (e.g. data.num_bins=8), before "
+                   "the rung's own")
     # internal: one measurement in a subprocess
     p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--optimizers", action="store_true", help=argparse.SUPPRESS)
@@ -729,6 +737,8 @@ def profile_for(args: argparse.Namespace) -> Profile:
         if args.timed_steps < 1:
             raise ValueError(f"--timed-steps must be >= 1, got {args.timed_steps}")
         changes.update(min_steps=args.timed_steps, max_steps=args.timed_steps)
+    if args.overrides:
+        changes["overrides"] = tuple(args.overrides)
     profile = dataclasses.replace(profile, **changes)
     if profile.device == "cuda":
         import torch
@@ -758,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         return worker_main(args.worker)
     if args.optimizers:
-        return optimizer_figures_main(args.device, args.presets, args.optimizer_iters, args.result)
+        return optimizer_figures_main(args.device, args.presets, args.optimizer_iters, args.result, args.overrides)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     run(args)
     return 0

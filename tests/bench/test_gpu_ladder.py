@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from vrt_spike import PROJECT_ROOT
+from vrt_spike.lit.module import build_net
 
 LADDER_PY = PROJECT_ROOT / "benchmarks" / "gpu_ladder.py"
 
@@ -130,11 +132,71 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_smoke_ladder_without_compile_fills_every_column(ladder_mod, tmp_path: Path) -> None:
-    """The smoke ladder in this process on 40^2 crops, no warm-up and one timed step per rung."""
+# The tiny preset with one block per VRT stage and 4 spike bins: the cheapest network the ladder's
+# code paths all run on (a step of it is mostly SpyNet's fixed cost).
+SHRINK = ("model.vrt.depths=[1,1,1,1,1,1,1,1,1]", "data.num_bins=4")
+
+
+def _fast_smoke_profile(m):
+    """The smoke ladder at its cheapest: 40^2 crops, no warm-up, one timed step per rung."""
+    return dataclasses.replace(m.SMOKE, crops=(40,), warmup={"eager": 0, "compile": 1, "reduce-overhead": 2},
+                               min_steps=1, max_steps=1, optimizer_iters=1, overrides=SHRINK)
+
+
+def _check_measured_row(r: dict[str, str], m) -> None:
+    """Every column of a measured row is filled, and the numbers agree with each other."""
+    assert [c for c in m.COLUMNS if r[c] == ""] == [], r["rung"]
+    batch, step_ms = int(r["batch_size"]), float(r["step_ms"])
+    assert r["preset"] == "tiny" and int(r["crop_size"]) == 40 and int(r["clip_len"]) == 2
+    assert float(r["samples_per_s"]) == pytest.approx(batch / (step_ms / 1e3), rel=1e-5)
+    assert float(r["mfu"]) == pytest.approx(float(r["flops_per_step"]) / (step_ms / 1e3) / 1e12, rel=1e-5)
+    assert float(r["peak_gb"]) > 0 and r["mem_kind"].startswith("cpu_rss")
+    tops = [float(r[f"top{i}_ms"]) for i in (1, 2, 3)]
+    assert tops == sorted(tops, reverse=True) and tops[2] > 0 and sum(tops) <= step_ms * 1.001
+    assert float(r["warmup_s"]) >= 0 and int(r["timed_steps"]) == 1 and float(r["rung_s"]) > 0
+
+
+def test_one_measured_rung_and_the_optimizer_table_fill_every_column(ladder_mod, tmp_path: Path) -> None:
+    """The ladder's real measurement of `baseline` (train.py's step in this process) and its real
+    optimizer table; the other rungs scripted. The whole smoke ladder is the slow test below."""
     m = ladder_mod
-    profile = dataclasses.replace(m.SMOKE, crops=(40,), warmup={"eager": 0, "compile": 1, "reduce-overhead": 2},
-                                  min_steps=1, max_steps=1, optimizer_iters=1)
+    speeds = dict(SPEEDS)
+
+    class OneMeasured(m.Ladder):
+        def _run(self, spec, timeout_s: float) -> dict[str, Any]:
+            if spec.rung == "baseline":
+                return super()._run(spec, timeout_s)
+            row = self._row_without_run(spec.rung, spec.preset, spec.switches, spec.crop_size, "ok", 1.0)
+            row.update(samples_per_s=speeds[spec.rung], _flops_per_sample=1)
+            return row
+
+    ladder = OneMeasured(_fast_smoke_profile(m), tmp_path / "work", in_process=True, peak_tflops=1.0)
+    ladder.run()
+    paths = ladder.write(tmp_path / "out" / "ladder.csv")
+    rows = _read_csv(paths["ladder"])
+    assert [r["rung"] for r in rows] == list(m.LADDER) and tuple(rows[0]) == m.COLUMNS
+    base = rows[0]
+    _check_measured_row(base, m)
+    assert (base["precision"], base["compute_dtype"], base["optimizer"], base["checkpointing"]) == ("32", "fp32", "AdamW", "on")
+    assert base["status"] == "ok" and all(r["status"].startswith("ok") for r in rows)
+    figures = _read_csv(paths["optimizers"])
+    assert [(r["model"], r["optim"], r["optimizer"]) for r in figures] == [("tiny", "adamw", "AdamW (fused)"),
+                                                                            ("tiny", "adamw8bit", "AdamW8bit")]
+    assert 0 < float(figures[1]["state_mib"]) < 0.4 * float(figures[0]["state_mib"])
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        shrunk = build_net(compose("train", overrides=[*SHRINK, "model=tiny", "paths.output_dir=/unused"]).model)
+    assert {int(r["params"]) for r in figures} == {sum(p.numel() for p in shrunk.parameters())}  # overrides applied
+    markdown = paths["markdown"].read_text()
+    assert markdown.count("| tiny |") == len(rows) + 2 and "Optimizer state and step at each preset's size (ok)" in markdown
+    assert not [p.name for p in paths["ladder"].parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+# About 30-50 s on the quiet 2-core box, several minutes when it is shared: over the fast budget.
+@pytest.mark.slow
+def test_smoke_ladder_without_compile_fills_every_column(ladder_mod, tmp_path: Path) -> None:
+    """The whole smoke ladder in this process, the compile rungs skipped."""
+    m = ladder_mod
+    profile = _fast_smoke_profile(m)
     ladder = m.Ladder(profile, tmp_path / "work", in_process=True, skip_compile=True, peak_tflops=1.0)
     ladder.run()
     paths = ladder.write(tmp_path / "out" / "ladder.csv")
@@ -147,15 +209,7 @@ def test_smoke_ladder_without_compile_fills_every_column(ladder_mod, tmp_path: P
     for rung in m.COMPILE_RUNGS:
         assert by_rung[rung]["status"] == "skipped: --skip-compile"
     for r in ran:
-        assert [c for c in m.COLUMNS if r[c] == ""] == [], r["rung"]
-        batch, step_ms = int(r["batch_size"]), float(r["step_ms"])
-        assert r["preset"] == "tiny" and int(r["crop_size"]) == 40 and int(r["clip_len"]) == 2
-        assert float(r["samples_per_s"]) == pytest.approx(batch / (step_ms / 1e3), rel=1e-5)
-        assert float(r["mfu"]) == pytest.approx(float(r["flops_per_step"]) / (step_ms / 1e3) / 1e12, rel=1e-5)
-        assert float(r["peak_gb"]) > 0 and r["mem_kind"].startswith("cpu_rss")
-        tops = [float(r[f"top{i}_ms"]) for i in (1, 2, 3)]
-        assert tops == sorted(tops, reverse=True) and tops[2] > 0 and sum(tops) <= step_ms * 1.001
-        assert float(r["warmup_s"]) >= 0 and int(r["timed_steps"]) == 1 and float(r["rung_s"]) > 0
+        _check_measured_row(r, m)
     base = by_rung["baseline"]
     assert (base["precision"], base["compute_dtype"], base["optimizer"], base["checkpointing"]) == ("32", "fp32", "AdamW", "on")
     assert by_rung["+bf16"]["compute_dtype"] == "bf16" and by_rung["+bf16"]["optimizer"] == "AdamW"
@@ -168,7 +222,6 @@ def test_smoke_ladder_without_compile_fills_every_column(ladder_mod, tmp_path: P
 
     figures = _read_csv(paths["optimizers"])
     assert [(r["model"], r["optim"]) for r in figures] == [("tiny", "adamw"), ("tiny", "adamw8bit")]
-    assert 0 < float(figures[1]["state_mib"]) < 0.4 * float(figures[0]["state_mib"])
     markdown = paths["markdown"].read_text()
     assert markdown.count("| tiny |") == len(rows) + 2 and "Optimizer state and step" in markdown
     assert not [p.name for p in paths["ladder"].parent.iterdir() if p.name.startswith(".")]  # no temp files left
