@@ -555,7 +555,10 @@ class CompareCallback(Callback):
             files = sorted(sweep_dir.glob(f"*/{OPTIMIZER_FIGURES}.csv"), key=lambda f: int(f.parent.name))
             if not files:
                 raise FileNotFoundError(f"{sweep_dir}: no */{OPTIMIZER_FIGURES}.csv after the sweep")
-            rows = [r for f in files for r in csv.DictReader(f.open(newline=""))]
+            rows = []
+            for f in files:
+                with f.open(newline="") as handle:
+                    rows += list(csv.DictReader(handle))
             print(write_figures(sweep_dir, rows), end="", flush=True)
             return
         write_comparison(rows_under(sweep_dir), out_dir=sweep_dir)
