@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all bench data clean
+.PHONY: install train test test-all bench wheels data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,23 @@ test-all: install
 bench: install
 	$(PY) -m vrt_spike.bench model=tiny data.batch_size=1 data.clip_len=3 data.crop_size=64 \
 		bench.warmup=1 bench.iters=3 bench.breakdown_steps=1
+
+# Wheels that benchmarks/gpu_ladder.sh installs on a bare GPU box (Python 3.12, manylinux x86_64),
+# which has torch, lightning, einops, torchmetrics, numpy, PyYAML, ... but not these runtime
+# dependencies of the ladder and of the CUDA tests, at the versions installed here. antlr4 4.9.3 is
+# published as source only: it is pure Python, so a locally built wheel is the same everywhere.
+WHEEL_BINARIES := hydra-core omegaconf bitsandbytes
+WHEEL_SOURCES := antlr4-python3-runtime
+WHEEL_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+version_of = $$($(PY) -c "import importlib.metadata as m; print(m.version('$(1)'))")
+
+wheels: install
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(addprefix --platform ,$(WHEEL_PLATFORMS)) -d .whl \
+		$(foreach name,$(WHEEL_BINARIES),$(name)==$(call version_of,$(name)))
+	$(PY) -m pip wheel -q --no-deps -w .whl $(foreach name,$(WHEEL_SOURCES),$(name)==$(call version_of,$(name)))
+	@ls -1 .whl && du -ch .whl/*.whl | tail -1
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -3,6 +3,7 @@
     python -m vrt_spike.bench model=fast data.crop_size=256 data.clip_len=6 data.batch_size=1
     python -m vrt_spike.bench -m model=baseline,opt,fast trainer.precision=32,bf16-mixed
     python -m vrt_spike.bench bench.compare=benchmarks/results.jsonl
+    python -m vrt_spike.bench -m model=fast,opt,baseline bench.optimizer_figures=true
 
 Random inputs (no dataset) of `data.batch_size` x `data.clip_len` frames of `data.crop_size`^2
 with `data.num_bins` spike channels on `bench.device` (the training keys, so presets apply). Per configuration: `bench.warmup` untimed (the first one
@@ -13,6 +14,11 @@ configuration is appended to `bench.out` (CSV) and its `.jsonl` sibling, and to 
 `bench.jsonl` in the Hydra run dir. A multirun (`-m`) ends with a comparison table (speedup and
 memory saving against the first configuration) printed and written to
 `<sweep dir>/comparison.{txt,csv}` by `CompareCallback`.
+
+`bench.optimizer_figures=true` measures instead the optimizer-state memory and optimizer-step time
+of every optimizer group (AdamW, 8-bit AdamW) on the preset's network
+(`vrt_spike.profiling.optimizer`), into `optimizer_figures.{csv,md}` of the run (one table over
+the jobs of a multirun in the sweep dir).
 """
 from __future__ import annotations
 
@@ -453,6 +459,17 @@ def bench_main(cfg: Any) -> float | None:
     check_config(cfg)
     set_tf32(cfg.get("tf32", True))
     model_cfg = model_config(cfg)
+    if b.get("optimizer_figures"):
+        from hydra.core.hydra_config import HydraConfig
+
+        from vrt_spike.lit.optim import OPTIMIZERS
+
+        hc = HydraConfig.get()
+        rows = optimizer_figures(model_cfg, {name: shipped_optim_config(name) for name in OPTIMIZERS},
+                                 model=hc.runtime.choices.get("model"), device=resolve_device(str(b.device)),
+                                 warmup=max(int(b.warmup), 1), iters=int(b.iters), seed=int(b.seed))
+        print(write_figures(Path(hc.runtime.output_dir), rows), end="", flush=True)
+        return None
     meta = _hydra_meta(cfg, model_cfg)
     spec = BenchSpec(
         batch_size=int(cfg.data.batch_size), clip_len=int(cfg.data.clip_len),
@@ -477,15 +494,73 @@ def bench_main(cfg: Any) -> float | None:
     return float(row["train_step_ms_median"])
 
 
+# ----------------------------------------------------------------------------------------------
+# Optimizer figures (`bench.optimizer_figures=true`)
+
+OPTIMIZER_FIGURES = "optimizer_figures"  # <dir>/optimizer_figures.{csv,md}
+
+
+def shipped_optim_config(name: str) -> dict[str, Any]:
+    """The `optim=<name>` group as Hydra composes it for the bench (its defaults list applied).
+
+    Needs an initialised Hydra (inside `python -m vrt_spike.bench`, or `initialize_config_dir`)."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose("bench", overrides=[f"optim={name}"]).optim, resolve=True)
+
+
+def write_figures(out_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """`<out_dir>/optimizer_figures.{csv,md}` (atomically); returns the markdown table."""
+    from vrt_spike.profiling.optimizer import FIGURE_COLUMNS, figures_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIGURE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(out_dir / f"{OPTIMIZER_FIGURES}.csv", buf.getvalue())
+    text = figures_text(rows)
+    write_text_atomically(out_dir / f"{OPTIMIZER_FIGURES}.md", text)
+    return text
+
+
+def optimizer_figures(model_cfg: Mapping[str, Any], optim_cfgs: Mapping[str, Mapping[str, Any]], *,
+                      model: str, device: torch.device, warmup: int, iters: int, seed: int) -> list[dict[str, Any]]:
+    """Optimizer-state memory and optimizer-step time of each optimizer config in `optim_cfgs`
+    (name -> `optim.*`) on a fresh network of `model_cfg` (named `model` in the rows)."""
+    from vrt_spike.lit.module import build_net
+    from vrt_spike.profiling.optimizer import figures_row, measure_optimizer
+
+    rows = []
+    for optim_cfg in optim_cfgs.values():
+        torch.manual_seed(seed)
+        net = build_net(model_cfg).to(device)
+        rows.append(figures_row(model, measure_optimizer(net, optim_cfg, warmup=warmup, iters=iters, seed=seed)))
+        del net
+    return rows
+
+
 class CompareCallback(Callback):
     """Hydra callback (`hydra.callbacks` in conf/bench.yaml): after a multirun, print and write
     `<sweep dir>/comparison.{txt,csv}` from the jobs' `bench.jsonl` rows, ordered by job number
-    (job 0 is the baseline)."""
+    (job 0 is the baseline); with `bench.optimizer_figures=true`, the jobs' optimizer figures in
+    one table, `<sweep dir>/optimizer_figures.{csv,md}`."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             raise FileNotFoundError(f"hydra.sweep.dir {sweep_dir} does not exist after the sweep")
+        if config.bench.get("optimizer_figures"):
+            files = sorted(sweep_dir.glob(f"*/{OPTIMIZER_FIGURES}.csv"), key=lambda f: int(f.parent.name))
+            if not files:
+                raise FileNotFoundError(f"{sweep_dir}: no */{OPTIMIZER_FIGURES}.csv after the sweep")
+            rows = []
+            for f in files:
+                with f.open(newline="") as handle:
+                    rows += list(csv.DictReader(handle))
+            print(write_figures(sweep_dir, rows), end="", flush=True)
+            return
         write_comparison(rows_under(sweep_dir), out_dir=sweep_dir)
 
 

@@ -1,0 +1,134 @@
+"""Measure train.py's own training step without data loading (used by `benchmarks/gpu_ladder.py`).
+
+Two pieces that plug into the shipped path through the config, so `vrt_spike.lit.run.train` runs
+unchanged (the LightningModule, its optimizer and scheduler, the precision plugin, compile, the
+timing callback):
+
+- :class:`FixedBatchDataModule` as ``data._target_``: one random batch of the data config's shape,
+  made once on the training device and served ``steps`` times (the loader costs nothing to
+  measure, and nothing is read from disk);
+- :class:`StepClock` as a callback: wall time of the warm-up steps (compilation happens there),
+  stops the fit once the timed steps have run long enough, peak memory of the timed steps, and
+  which optimizer ran; written to a JSON file at the end of the fit.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vrt_spike.profiling.measure import PeakMemory, synchronize
+from vrt_spike.profiling.optimizer import describe_optimizer
+from vrt_spike.profiling.results import write_text_atomically
+
+__all__ = ["FixedBatchDataModule", "StepClock"]
+
+
+class _Repeat(Dataset):
+    def __init__(self, batch: dict[str, torch.Tensor], steps: int) -> None:
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.batch
+
+
+class FixedBatchDataModule(L.LightningDataModule):
+    """``steps`` training batches that are one and the same random batch on the training device.
+
+    The batch has the training batch's keys and shapes: ``blur``, ``sharp`` ``(B, T, 3, H, W)`` and
+    ``spike`` ``(B, T, num_bins, H, W)``, uniform in [0, 1], ``B = batch_size``, ``T = clip_len``,
+    ``H = W = crop_size``. The data group's other keys (files, workers, augmentation, caches) do not
+    apply to a batch that is never loaded, and are accepted so that the group's config can be reused.
+    """
+
+    def __init__(self, batch_size: int, clip_len: int, crop_size: int, num_bins: int, steps: int,
+                 seed: int = 0, **unused_data_keys: Any) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("clip_len", clip_len), ("crop_size", crop_size),
+                           ("num_bins", num_bins), ("steps", steps)):
+            if int(value) < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {value!r}")
+        self.batch_size, self.clip_len, self.crop_size = int(batch_size), int(clip_len), int(crop_size)
+        self.num_bins, self.steps, self.seed = int(num_bins), int(steps), int(seed)
+
+    def make_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        clip = (self.batch_size, self.clip_len)
+        size = (self.crop_size, self.crop_size)
+        cpu = {"blur": torch.rand(*clip, 3, *size, generator=generator),
+               "sharp": torch.rand(*clip, 3, *size, generator=generator),
+               "spike": torch.rand(*clip, self.num_bins, *size, generator=generator)}
+        return {k: v.to(device) for k, v in cpu.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        batch = self.make_batch(self.trainer.strategy.root_device)
+        # batch_size=None: the dataset's items are whole batches, passed through as they are.
+        return DataLoader(_Repeat(batch, self.steps), batch_size=None, shuffle=False, num_workers=0)
+
+
+class StepClock(L.Callback):
+    """Warm-up clock, time budget and peak memory of a measured fit.
+
+    Args:
+        warmup: training batches before the timed ones (compilation, CUDA-graph recording, the
+            optimizer's first step creating its states).
+        min_steps, max_steps: timed batches; the fit stops after ``max_steps`` of them, or earlier,
+            after ``min_steps``, once ``seconds`` have passed since the end of the warm-up.
+        seconds: time budget of the timed batches (host clock, no synchronisation in a step).
+        out: JSON file written at the end of the fit: ``warmup_s`` (start of the fit to the end of
+            the last warm-up batch, host clock), ``timed_s`` (end of the warm-up to the end of the
+            fit, after a synchronisation), ``timed_steps``, ``peak_bytes`` and ``mem_kind``
+            (`vrt_spike.profiling.measure.PeakMemory` over the timed batches: the CUDA allocator's
+            high-water mark, or the process RSS on a CPU), ``optimizer``.
+    """
+
+    def __init__(self, warmup: int, min_steps: int, max_steps: int, seconds: float, out: str) -> None:
+        if warmup < 0 or min_steps < 1 or max_steps < min_steps or seconds < 0:
+            raise ValueError(f"StepClock: need warmup >= 0, 1 <= min_steps <= max_steps and seconds >= 0, got "
+                             f"warmup={warmup}, min_steps={min_steps}, max_steps={max_steps}, seconds={seconds}")
+        self.warmup, self.min_steps, self.max_steps, self.seconds = warmup, min_steps, max_steps, seconds
+        self.out = Path(out)
+        self._batches = 0
+        self._t_start = self._t_warm = 0.0
+        self._memory: PeakMemory | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._memory = PeakMemory(pl_module.device)
+        self._batches = 0
+        self._t_start = self._t_warm = time.perf_counter()
+        if self.warmup == 0:
+            self._memory.reset()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._batches += 1
+        now = time.perf_counter()
+        if self._batches == self.warmup:
+            self._t_warm = now
+            self._memory.reset()
+            return
+        timed = self._batches - self.warmup
+        if timed >= self.max_steps or (timed >= self.min_steps and now - self._t_warm >= self.seconds):
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(pl_module.device)
+        timed = max(self._batches - self.warmup, 0)
+        result = {
+            "warmup_s": self._t_warm - self._t_start,
+            "timed_s": time.perf_counter() - self._t_warm,
+            "timed_steps": timed,
+            "peak_bytes": self._memory.read() if timed else None,
+            "mem_kind": self._memory.kind,
+            "optimizer": describe_optimizer(trainer.optimizers[0]) if trainer.optimizers else None,
+        }
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.out, json.dumps(result, indent=2) + "\n")
