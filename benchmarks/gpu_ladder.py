@@ -34,7 +34,11 @@ and no dataset is needed. Per rung also:
   and checkpointing, once per preset, crop and checkpointing, times the batch; counting needs no
   more memory than the rung's own step) over the mean step time and the device's dense peak for
   the rung's compute type (`vrt_spike.profiling.peaks`);
-- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there).
+- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there);
+- ops/step and kernels/step, from `torch.profiler` over the first timed step: aten operators called
+  from the host (outside another aten operator), and the CUDA kernels that step ran (on a CPU:
+  those operators plus the kernels inductor generated, each run once per compiled step). A
+  host-bound step shows here: thousands of small launches that compile fuses.
 A second table gives the optimizer-state memory and optimizer-step time of AdamW and 8-bit AdamW
 at each preset's size (`vrt_spike.profiling.optimizer`).
 
@@ -101,7 +105,8 @@ PRESETS = ("baseline", "opt", "fast")
 COLUMNS = ("rung", "preset", "precision", "compute_dtype", "optimizer", "batch_size", "checkpointing",
            "compile", "clip_len", "crop_size", "samples_per_s", "step_ms", "peak_gb", "mem_kind", "mfu",
            "flops_per_step", "peak_tflops", "top1_region", "top1_ms", "top2_region", "top2_ms",
-           "top3_region", "top3_ms", "warmup_s", "timed_steps", "rung_s", "status")
+           "top3_region", "top3_ms", "ops_per_step", "kernels_per_step", "warmup_s", "timed_steps", "rung_s",
+           "status")
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -233,7 +238,7 @@ def rung_config(spec: RungSpec) -> Any:
             "timing": timing,
             "step_clock": {"_target_": STEP_CLOCK, "warmup": spec.warmup, "min_steps": spec.min_steps,
                            "max_steps": spec.max_steps, "seconds": spec.measure_s,
-                           "out": str(Path(spec.run_dir) / CLOCK_FILE)},
+                           "out": str(Path(spec.run_dir) / CLOCK_FILE), "count_ops": True},
         }
     return cfg
 
@@ -309,7 +314,12 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
         "samples_per_s": meta["samples_per_s"], "step_ms": step.mean_ms,
         "peak_gb": clock["peak_bytes"] / GB, "mem_kind": clock["mem_kind"],
         "mfu": mfu(flops_per_step, step.mean_ms / 1e3, peak.tflops), "flops_per_step": flops_per_step,
-        "peak_tflops": peak.tflops, "warmup_s": clock["warmup_s"], "timed_steps": clock["timed_steps"],
+        "peak_tflops": peak.tflops, "ops_per_step": clock["ops_per_step"],
+        # CUDA: kernels the profiled step ran. CPU: each outer aten operator plus each kernel
+        # inductor generated (every generated kernel runs once per step of a compiled graph).
+        "kernels_per_step": (clock["cuda_kernels_per_step"] if device.type == "cuda"
+                             else clock["ops_per_step"] + clock["inductor_kernels"]),
+        "warmup_s": clock["warmup_s"], "timed_steps": clock["timed_steps"],
         "rung_s": time.perf_counter() - t0, "status": "ok",
     }
     top = top_regions(stats, 3)
@@ -677,8 +687,8 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| rung | preset | precision | optimizer | batch | ckpt | compile | crop | samples/s | step ms | "
-             "peak GB | MFU % | top-3 regions (self ms/step) | warm-up s | status |",
-             "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+             "peak GB | MFU % | top-3 regions (self ms/step) | kernels/step | warm-up s | status |",
+             "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         tops = ("; ".join(f"{r[f'top{i}_region']} {float(r[f'top{i}_ms']):.0f}" for i in (1, 2, 3))
                 if r.get("top1_region") else "n/a")
@@ -688,7 +698,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{r['batch_size']} | {r['checkpointing']} | {r['compile']} | {r['crop_size']} | "
             f"{_fmt(r.get('samples_per_s'), '.3f')} | {_fmt(r.get('step_ms'), '.1f')} | "
             f"{_fmt(r.get('peak_gb'), '.2f')} | {_fmt(r.get('mfu'), '.1f', 100)} | {tops} | "
-            f"{_fmt(r.get('warmup_s'), '.1f')} | {r['status']} |")
+            f"{_fmt(r.get('kernels_per_step'), '.0f')} | {_fmt(r.get('warmup_s'), '.1f')} | {r['status']} |")
     return "\n".join(lines) + "\n"
 
 

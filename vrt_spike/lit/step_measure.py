@@ -87,15 +87,25 @@ class StepClock(L.Callback):
             the last warm-up batch, host clock), ``timed_s`` (end of the warm-up to the end of the
             fit, after a synchronisation), ``timed_steps``, ``peak_bytes`` and ``mem_kind``
             (`vrt_spike.profiling.measure.PeakMemory` over the timed batches: the CUDA allocator's
-            high-water mark, or the process RSS on a CPU), ``optimizer``.
+            high-water mark, or the process RSS on a CPU), ``optimizer``; with ``count_ops``, also
+            ``ops_per_step`` (aten operators called from outside another aten operator in the
+            first timed step, forward, backward and optimizer: each one a dispatch from the host,
+            a kernel launch or more on a GPU), ``cuda_kernels_per_step`` (CUDA kernels the same
+            step ran; None on a CPU) and ``inductor_kernels`` (kernels inductor generated for the
+            compiled graphs, each run once per step; 0 in eager mode).
+        count_ops: profile the first timed step (``torch.profiler``) for the counts above.
     """
 
-    def __init__(self, warmup: int, min_steps: int, max_steps: int, seconds: float, out: str) -> None:
+    def __init__(self, warmup: int, min_steps: int, max_steps: int, seconds: float, out: str,
+                 count_ops: bool = False) -> None:
         if warmup < 0 or min_steps < 1 or max_steps < min_steps or seconds < 0:
             raise ValueError(f"StepClock: need warmup >= 0, 1 <= min_steps <= max_steps and seconds >= 0, got "
                              f"warmup={warmup}, min_steps={min_steps}, max_steps={max_steps}, seconds={seconds}")
         self.warmup, self.min_steps, self.max_steps, self.seconds = warmup, min_steps, max_steps, seconds
         self.out = Path(out)
+        self.count_ops = count_ops
+        self._profiler: torch.profiler.profile | None = None
+        self._ops: dict[str, int | None] = {}
         self._batches = 0
         self._t_start = self._t_warm = 0.0
         self._memory: PeakMemory | None = None
@@ -107,8 +117,38 @@ class StepClock(L.Callback):
         if self.warmup == 0:
             self._memory.reset()
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.count_ops and self._batches == self.warmup:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if pl_module.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self._profiler = torch.profiler.profile(activities=activities)
+            self._profiler.__enter__()
+
+    def _stop_profiler(self, device: torch.device) -> None:
+        synchronize(device)
+        self._profiler.__exit__(None, None, None)
+        events = self._profiler.events()
+        self._profiler = None
+
+        def outer_aten(evt: Any) -> bool:
+            parent = evt.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            return evt.name.startswith("aten::") and parent is None
+
+        cuda = device.type == "cuda"
+        self._ops = {
+            "ops_per_step": sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CPU and outer_aten(e)),
+            "cuda_kernels_per_step": (sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+                                      if cuda else None),
+        }
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self._profiler is not None:
+            self._stop_profiler(pl_module.device)
         self._batches += 1
         now = time.perf_counter()
         if self._batches == self.warmup:
@@ -130,5 +170,9 @@ class StepClock(L.Callback):
             "mem_kind": self._memory.kind,
             "optimizer": describe_optimizer(trainer.optimizers[0]) if trainer.optimizers else None,
         }
+        if self.count_ops:
+            from torch._inductor import metrics
+
+            result.update(self._ops, inductor_kernels=metrics.generated_kernel_count)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.out, json.dumps(result, indent=2) + "\n")
