@@ -50,6 +50,56 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
     assert "mean (all frames)" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def selected(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """4 steps, validated at steps 2 and 4 (both checkpoints kept), then test=true."""
+    run_dir = tmp_path_factory.mktemp("selected")
+    cfg = compose_cfg("train", [*tiny_overrides(synthetic_root, steps=4), f"paths.output_dir={run_dir}",
+                                "trainer.val_check_interval=2", "callbacks.checkpoint_best.save_top_k=-1", "test=true"])
+    return train(cfg)
+
+
+def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_root: Path, tmp_path: Path) -> None:
+    """One restoration for every score: each checkpoint's val/psnr (logged in training, restored as its
+    module.tile says) is what `evaluate.py split=val` gives on the same checkpoint, within 0.01 dB."""
+    run_dir = Path(selected["run_dir"])
+    logged = {int(r["step"]): float(r["val/psnr"]) for r in _read(run_dir / "metrics.csv") if r.get("val/psnr")}
+    assert sorted(logged) == [2, 4]  # the validations at steps 2 and 4, each with its checkpoint
+    scores = {}
+    for step, val_psnr in logged.items():
+        (path,) = (run_dir / "checkpoints").glob(f"best-step{step:07d}-*.ckpt")
+        cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path / str(step)), f"ckpt_path={path}",
+                                       "split=val"])
+        result = evaluate(cfg)
+        assert result["split"] == "val" and result["mean"]["psnr"] == pytest.approx(val_psnr, abs=0.01)
+        scores[str(path)] = val_psnr
+    assert selected["best_val_psnr"] == pytest.approx(max(float(v) for v in scores.values()))
+    assert selected["best_ckpt"] == max(scores, key=lambda p: float(scores[p]))
+
+
+def test_test_true_scores_the_val_selected_checkpoint_on_the_test_split(selected: dict, synthetic_root: Path,
+                                                                       tmp_path: Path) -> None:
+    assert selected["val_split"] == "val" and selected["test_split"] == "test"
+    assert Path(selected["best_ckpt"]).name.startswith("best-")
+    cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path), f"ckpt_path={selected['best_ckpt']}"])
+    result = evaluate(cfg)  # split=test by default
+    assert result["split"] == "test"
+    for m in ("psnr", "ssim", "psnr_input", "psnr_spike_floor"):
+        assert selected[f"test_{m}"] == pytest.approx(result["mean"][m], abs=1e-4), m
+    assert selected["test_scope"]["frames"] == 2 * SYNTH["frames"]  # every frame of the test clips
+    assert selected["test_psnr_input"] != selected["val_psnr_input"]  # other frames than validation's
+
+
+def test_test_true_needs_a_checkpoint_selected_on_val(synthetic_root: Path, tmp_path: Path) -> None:
+    base = [*tiny_overrides(synthetic_root), f"paths.output_dir={tmp_path}", "test=true"]
+    with pytest.raises(ValueError, match="test=true scores the checkpoint selected on val/psnr"):
+        train(compose_cfg("train", [*base, "~callbacks.checkpoint_best"]))
+    with pytest.raises(ValueError, match="read the val split only: ModelCheckpoint monitors 'test/psnr'"):
+        train(compose_cfg("train", [*base, "callbacks.checkpoint_best.monitor=test/psnr"]))
+    with pytest.raises(ValueError, match="read the val split only: EarlyStopping monitors 'train/loss'"):
+        train(compose_cfg("train", [*base, "callbacks.early_stopping.monitor=train/loss"]))
+
+
 @pytest.mark.slow  # ~8 tiled forwards: over the fast budget on 2 shared cores
 def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(synthetic_root: Path, tmp_path: Path) -> None:
     from vrt_spike.lit.module import build_net
