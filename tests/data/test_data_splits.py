@@ -65,6 +65,15 @@ def test_a_clip_in_two_splits_is_refused(tmp_path: Path) -> None:
         resolve_splits(shared)
 
 
+def test_only_the_needed_splits_must_exist(tmp_path: Path) -> None:
+    """A test-only dataset evaluates (no train directory); fitting it names the missing directory."""
+    root = _layout(tmp_path, {"test": ["T1", "T2"]})
+    assert list(resolve_splits(root, needed=("test",))) == ["test"]
+    assert list(resolve_splits(root, val_split="train", val_clips=1, needed=("test",))) == ["test"]
+    with pytest.raises(FileNotFoundError, match=r"train_GT: missing split directory"):
+        resolve_splits(root, needed=("train", "val"))
+
+
 def test_bad_held_out_lists_name_the_problem(tmp_path: Path) -> None:
     root = _layout(tmp_path, {"train": ["A", "B", "C"], "val": ["V"], "test": ["T"]})
     with pytest.raises(SplitError, match=r"1 clips not in .*train_GT: \['Z'\]"):

@@ -18,6 +18,10 @@ from vrt_spike.data.splits import Split, resolve_splits
 
 __all__ = ["SpikeDeblurDataModule"]
 
+# The splits each Lightning stage reads (they must exist; the others are checked when present).
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    None: ("train", "val", "test"), "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
 log = logging.getLogger(__name__)
 
 
@@ -120,16 +124,14 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             return None
         return Path(self.hparams.cache_dir) if self.hparams.cache_dir else self.root / "GOPRO_Large_spike_seq" / "spike_vox"
 
-    def resolve_splits(self) -> dict[str, Split]:
-        """The clips of train, val and test (resolved once; a clip in two splits is an error)."""
-        if self.splits is None:
-            hp = self.hparams
-            self.splits = resolve_splits(self.root, train_split=hp.train_split, val_split=hp.val_split,
-                                         test_split=hp.test_split, val_clips=hp.val_clips)
-        return self.splits
+    def resolve_splits(self, *needed: str) -> dict[str, Split]:
+        """The clips of each split on disk (``needed`` ones must exist); a clip in two splits is an error."""
+        hp = self.hparams
+        return resolve_splits(self.root, train_split=hp.train_split, val_split=hp.val_split, test_split=hp.test_split,
+                              val_clips=hp.val_clips, needed=needed)
 
-    def _train_dataset(self) -> SpikeDeblurDataset:
-        hp, split = self.hparams, self.resolve_splits()["train"]
+    def _train_dataset(self, split: Split) -> SpikeDeblurDataset:
+        hp = self.hparams
         return SpikeDeblurDataset(
             self.root,
             split.directory,
@@ -147,9 +149,9 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             cache_dir=self.cache_dir,
         )
 
-    def clip_dataset(self, role: str) -> ClipDataset:
-        """Every whole clip of ``role`` (``val`` or ``test``), at ``eval_crop_size``, with the spike floor."""
-        hp, split = self.hparams, self.resolve_splits()[role]
+    def _clip_dataset(self, split: Split) -> ClipDataset:
+        """Every whole clip of a val or test split, at ``eval_crop_size``, with the spike floor."""
+        hp = self.hparams
         clips = gt_clips(self.root, split.directory, drop_partial=hp.drop_partial_frames, clips=split.clips)
         return ClipDataset(clips, SpikeReading.from_data_config(hp), crop_size=hp.eval_crop_size,
                            floor=FloorReading.from_data_config(hp))
@@ -176,17 +178,17 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             if synth.synthesize(self.root, self.synth_config, if_missing=True):
                 log.info("built synthetic dataset at %s", self.root)
         if self.hparams.cache:
-            self._train_dataset().build_cache()
+            self._train_dataset(self.resolve_splits("train")["train"]).build_cache()
 
     def setup(self, stage: str | None = None) -> None:
         self._check_sharp_window()
-        self.resolve_splits()
+        self.splits = self.resolve_splits(*STAGE_SPLITS[stage])
         if stage in (None, "fit") and self.data_train is None:
-            self.data_train = self._train_dataset()
+            self.data_train = self._train_dataset(self.splits["train"])
         if stage in (None, "fit", "validate") and self.data_val is None:
-            self.data_val = self.clip_dataset("val")
+            self.data_val = self._clip_dataset(self.splits["val"])
         if stage in (None, "test", "predict") and self.data_test is None:
-            self.data_test = self.clip_dataset("test")
+            self.data_test = self._clip_dataset(self.splits["test"])
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, name: str) -> DataLoader:
         if dataset is None:

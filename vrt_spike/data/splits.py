@@ -18,10 +18,11 @@ from pathlib import Path
 
 from vrt_spike.data import layout
 
-__all__ = ["SplitError", "Split", "held_out", "resolve_splits"]
+__all__ = ["ROLES", "SplitError", "Split", "held_out", "resolve_splits"]
 
 # How many shared or unknown clip names an error lists.
 SHOWN = 5
+ROLES = ("train", "val", "test")
 
 
 class SplitError(ValueError):
@@ -76,8 +77,10 @@ def held_out(names: Sequence[str], val_clips: int | Sequence[str], where: str) -
 
 
 def resolve_splits(root: str | os.PathLike, *, train_split: str = "train", val_split: str = "val",
-                   test_split: str = "test", val_clips: int | Sequence[str] | None = None) -> dict[str, Split]:
-    """``{"train", "val", "test"} -> Split`` for the dataset at ``root``.
+                   test_split: str = "test", val_clips: int | Sequence[str] | None = None,
+                   needed: Sequence[str] = ROLES) -> dict[str, Split]:
+    """``role -> Split`` for the roles in ``needed`` (their directories must exist) and every other
+    role whose directory exists (a test-only dataset evaluates without a train directory).
 
     Raises :class:`SplitError` naming the clips and both splits when a clip would be in two
     splits (e.g. ``data.val_split=test``, or the training directory validated without
@@ -85,19 +88,23 @@ def resolve_splits(root: str | os.PathLike, *, train_split: str = "train", val_s
     """
     root = Path(root)
     directories = {"train": train_split, "val": val_split, "test": test_split}
-    names = {role: layout.clip_names(root, d) for role, d in directories.items()}
+    unknown = sorted(set(needed) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown split roles {unknown} (expected some of {ROLES})")
+    present = [r for r, d in directories.items() if r in needed or (root / layout.RGB_DIR / f"{d}_GT").is_dir()]
+    names = {role: layout.clip_names(root, directories[role]) for role in present}
     held = val_split == train_split and val_clips is not None
     if val_clips is not None and not held:
         raise SplitError(f"data.val_clips={val_clips!r} holds clips out of the training split, but "
                          f"data.val_split={val_split!r} is not data.train_split={train_split!r}: set "
                          "data.val_clips=null to validate on that directory, or data.val_split="
                          f"{train_split} to hold clips out of training")
-    if held:
-        names["val"] = held_out(names["train"], val_clips, f"{root / layout.RGB_DIR / f'{train_split}_GT'}")
-        names["train"] = [n for n in names["train"] if n not in set(names["val"])]
-    roles = list(directories)
-    for i, a in enumerate(roles):
-        for b in roles[i + 1 :]:
+    if held and "val" in names:  # names["val"] lists the training directory
+        names["val"] = held_out(names["val"], val_clips, f"{root / layout.RGB_DIR / f'{train_split}_GT'}")
+        if "train" in names:
+            names["train"] = [n for n in names["train"] if n not in set(names["val"])]
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
             shared = sorted(set(names[a]) & set(names[b]))
             if shared:
                 raise SplitError(
@@ -105,7 +112,8 @@ def resolve_splits(root: str | os.PathLike, *, train_split: str = "train", val_s
                     f"and {b} ({root / layout.RGB_DIR / f'{directories[b]}_GT'}): {_shown(shared)}. Each clip must be "
                     "in exactly one of train (fitting), val (selection) and test (the reported figure): "
                     + _fix_hint(a, b, directories))
-    return {role: Split(role, directories[role], tuple(names[role]), held_out=role == "val" and held) for role in roles}
+    return {role: Split(role, directories[role], tuple(names[role]), held_out=role == "val" and held)
+            for role in present}
 
 
 def _fix_hint(a: str, b: str, directories: dict[str, str]) -> str:

@@ -131,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if trainer.is_global_zero:
             _finish_wandb(loggers, status)
-    splits = datamodule.resolve_splits()
+    splits = datamodule.splits  # set up by fit (train, val) and test
     summary = {
         **_job_info(),
         "model": model_choice,
@@ -143,10 +143,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **{f"val_{m}": val.get(m) for m in FRAME_METRICS},
         "val_scope": _val_scope(trainer, datamodule, module),
         "best_ckpt": (selector.best_model_path or None) if selector is not None else None,
-        "best_val_psnr": float(selector.best_model_score) if selector is not None and selector.best_model_score is not None else None,
+        "best_val_psnr": _best_score(selector),
         "test_split": splits["test"].describe() if best else None,
         **{f"test_{m}": _metric(trainer, f"test/{m}") if best else None for m in FRAME_METRICS},
-        "test_scope": _test_scope(datamodule, module) if best else None,
+        "test_scope": _test_scope(trainer, datamodule, module) if best else None,
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
         "skipped_steps": module.skipped_steps,
         "run_dir": str(output_dir),
@@ -184,6 +184,11 @@ def _val_selector(callbacks: list[Callback], test: bool) -> ModelCheckpoint | No
     return selectors[0] if selectors else None
 
 
+def _best_score(selector: ModelCheckpoint | None) -> float | None:
+    score = None if selector is None else selector.best_model_score
+    return None if score is None else float(score)
+
+
 def _selected_checkpoint(selector: ModelCheckpoint | None) -> str:
     if selector is None or not selector.best_model_path:
         raise RuntimeError("test=true: no checkpoint was selected on val (no validation ran): lower "
@@ -209,11 +214,12 @@ def _val_scope(trainer: L.Trainer, datamodule: Any, module: DeblurModule) -> dic
     return _scope(data_val, module.val_frames_scored, trainer.limit_val_batches)
 
 
-def _test_scope(datamodule: Any, module: DeblurModule) -> dict[str, Any] | None:
+def _test_scope(trainer: L.Trainer, datamodule: Any, module: DeblurModule) -> dict[str, Any] | None:
+    """What ``test=true`` scored (every rank's frames, gathered by the module)."""
     data_test = getattr(datamodule, "data_test", None)
     if data_test is None or not module.test_frames:
         return None
-    return _scope(data_test, len(module.test_frames), None)
+    return _scope(data_test, len(module.test_frames), trainer.limit_test_batches)
 
 
 def _against_references(prefix: str, psnr: float, ssim: float | None, blur: float, floor: float | None) -> str:
@@ -369,7 +375,7 @@ def _split_loader(cfg: DictConfig, split: str) -> tuple[DataLoader, Split]:
     datamodule.prepare_data()
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    return loader, datamodule.resolve_splits()[split]
+    return loader, datamodule.splits[split]
 
 
 def _floor_frames(loader: DataLoader) -> list[dict[str, Any]]:
