@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vrt_spike.restore import forward_calls, restore_clip, tile_spec
+from vrt_spike.restore import describe_tile, forward_calls, restore_clip, tile_spec
 
 
 class _FrameIndexNet(nn.Module):
@@ -66,3 +66,10 @@ def test_tile_spec_errors_name_the_key() -> None:
         tile_spec({"tile": [1, 0, 0]})
     with pytest.raises(ValueError, match=r"module.tile: unknown keys \['size'\]"):
         tile_spec({"size": [6, 0, 0]})
+
+
+def test_describe_tile_says_how_a_figure_was_restored() -> None:
+    assert describe_tile({"tile": [2, 0, 0], "tile_overlap": [1, 0, 0]}) == "windows of 2 frames overlapping by 1"
+    assert describe_tile(None) == "whole clips in one window"
+    assert describe_tile({"tile": [6, 256, 0], "tile_overlap": [2, 20, 0]}) == (
+        "windows of 6 frames overlapping by 2, spatial tiles of 256xfull overlapping by 20x0")
