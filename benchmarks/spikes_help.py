@@ -1,242 +1,224 @@
-"""Do the spikes help? Train the tiny VRT+Spike and its RGB-only twin, hold both against the floors.
+"""Do the spikes help? VRT+Spike and its RGB-only twin, trained and scored by the shipped commands.
 
-    PYTHONPATH=$PWD python benchmarks/spikes_help.py [--steps 1200] [--seeds 0 1 2] [--data DIR]
-        [--set model.residual_base=blur model.spike_head=false]   # ablations of the spike variant
-    PYTHONPATH=$PWD python benchmarks/spikes_help.py --diagnose 200 [--set ...]  # gradients per module
+    PYTHONPATH=$PWD python benchmarks/spikes_help.py [--seeds 0 1 2] [--out DIR] [--jobs 2] [--resume]
+        [--set KEY=VALUE ...]      # model.* reach the spike variant only (ablations), the rest both
+    PYTHONPATH=$PWD python benchmarks/spikes_help.py --windows [--out DIR] [--window-seeds 0]
 
-Trains ``conf/model/tiny.yaml`` (with ``conf/data/synthetic.yaml``'s spike settings) twice per
-seed for the same steps on the same batches: VRT+Spike and ``use_spike=false`` (the VRT weights
-start identical). Both are scored like ``evaluate.py``: the mean over every frame of the whole
-test split, at full frames, next to the blurry input and the non-learned spike floor (S-SDM's
-``blur * short / long`` rate ratio over the raw ``.dat`` stream, bilinearly upsampled;
-:mod:`vrt_spike.models.classical`). Each seed trains its two variants at once in two
-single-threaded worker processes (faster on 2 cores than one after the other). The data is the
-default embedded synthetic dataset (built in a temp dir unless ``--data`` is given).
-SpyNet (random init, no pretrained flow weights offline) stays frozen, as in the official
-``fix_iter`` warm-up; VRT's last convolution starts at zero (``module.zero_init_output``), so at
-step 0 the RGB-only model outputs the blurry input and VRT+Spike its residual base.
+Per seed, two runs of ``python train.py experiment=spikes_help seed=S`` (``conf/experiment/
+spikes_help.yaml``: the tiny preset on the embedded synthetic data, 1200 steps), one of them with
+``model.use_spike=false``. Both start from the same VRT weights (the seed; VRT is built first)
+and draw the same batches (the module reseeds every epoch). Each selects its checkpoint on the
+val split (``callbacks.checkpoint_best``) and scores it once on the test split (``test=true``);
+this script then scores that checkpoint again with ``python evaluate.py ckpt_path=<best>
+split=test`` and reports evaluate's figures (the mean over every frame of the whole test split at
+full frames, beside the blurry input and the non-learned spike floor), checking that they equal
+``test=true``'s. The per-seed targets (issue #16, now on the test split with the checkpoint chosen
+on val): VRT+Spike >= spike floor + 0.5 dB, VRT+Spike >= RGB-only + 2.5 dB, RGB-only > blurry input.
 
-``--diagnose N`` trains the spike variant alone for N steps and prints, at steps 1, 2, 5, 10, 25,
-50, 100, ..., the gradient norm of each module group and what reaches the output: the RMS of the
-fusion's stage-1 update, of the spike head's output, and of ``out(spikes) - out(zero spikes)``.
+Runs go in parallel (``--jobs``, default 2: on 2 cores two single-threaded runs finish sooner than
+one after the other), each in ``<out>/seed<S>-<spike|rgb>/`` (the Hydra run dir: checkpoints,
+``summary.json``, ``metrics.csv``, ``evaluate_test/metrics.csv``); ``<out>/results.json`` holds
+every finished run and is rewritten after each. ``--resume`` keeps finished runs of ``<out>``.
+
+``--windows`` is the window study: every (window, overlap) of ``module.tile`` in {2, 4, 6} x {0, 1, 2}
+(overlap < window) through ``evaluate.py`` on the val and test splits, for the best checkpoints of
+the runs in ``<out>``; the shipped window (``conf/train.yaml``'s ``module.tile``) is the best on val.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import math
+import os
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from omegaconf import OmegaConf
-from torch import Tensor
-
-from vrt_spike.data.dataset import SpikeDeblurDataset
-from vrt_spike.data.synthesize import MANIFEST, SynthConfig, synthesize
-from vrt_spike.lit.module import TRAINING_KEYS
-from vrt_spike.models.vrt_spike import VRTWithSpike
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The issue's targets (#16), per seed.
+# The issue's targets (#16), per seed, on the test split.
 FLOOR_MARGIN_DB = 0.5  # VRT+Spike >= spike floor + this
 RGB_MARGIN_DB = 2.5  # VRT+Spike >= RGB-only + this
+# evaluate.py on the selected checkpoint must reproduce test=true's figure (the same frames, restored the same way).
+AGREEMENT_DB = 0.01
+VARIANTS = {"spike": "true", "rgb": "false"}  # -> model.use_spike
+RESULT_FILE = "spikes_help.json"
+WINDOWS = (2, 4, 6)
+OVERLAPS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
-class Setup:
-    steps: int = 1200
-    batch_size: int = 1
-    clip_len: int = 2
-    crop: int = 48
-    lr: float = 1e-3
-    seed: int = 0
-    overrides: tuple[str, ...] = ()  # `model.key=value` (spike variant) / `data.key=value` (both)
-    synth: SynthConfig = field(default_factory=SynthConfig)  # the default embedded data
+class Task:
+    seed: int
+    variant: str  # spike | rgb
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"seed{self.seed}-{self.variant}"
 
 
-def composed_config(setup: Setup, use_spike: bool) -> dict:
-    """``conf/data/synthetic.yaml`` + ``conf/model/tiny.yaml`` (+ overrides), resolved."""
-    data = OmegaConf.load(ROOT / "conf/data/synthetic.yaml")
-    cfg = OmegaConf.merge({"paths": {"data_dir": str(ROOT / "data")}, "data": data},
-                          OmegaConf.load(ROOT / "conf/model/tiny.yaml"))
-    # data.* overrides reach both variants (same batches), model.* the spike variant only
-    picked = [o for o in setup.overrides if o.startswith("data.") or (use_spike and o.startswith("model."))]
-    if picked:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(picked))
-    cfg.model.use_spike = use_spike
-    return OmegaConf.to_container(cfg, resolve=True)
+def _env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "WANDB_MODE": "offline",
+            "PYTHONUNBUFFERED": "1"}
 
 
-def load_split(root: Path, split: str, setup: Setup, floor: bool = False) -> dict[str, Tensor]:
-    """Whole clips of one split as ``blur/sharp (N, F, 3, H, W)``, ``spike (N, F, K, H, W)``
-    (plus ``spike_floor`` when asked). F comes from the dataset's manifest."""
-    data = composed_config(setup, True)["data"]
-    frames = int(json.loads((root / MANIFEST).read_text())["config"]["frames"])
-    ds = SpikeDeblurDataset(root, split, clip_len=frames, crop_size=None, num_bins=data["num_bins"], stride=frames,
-                            spike_upsample=data["spike_upsample"], spike_floor="sdm" if floor else None,
-                            sharp_instant=data["sharp_instant"], sharp_width=data["sharp_width"])
-    keys = ("blur", "sharp", "spike", "spike_floor") if floor else ("blur", "sharp", "spike")
-    samples = [ds[i] for i in range(len(ds))]
-    return {key: torch.stack([s[key] for s in samples]) for key in keys}
+def variant_overrides(overrides: Sequence[str], variant: str) -> list[str]:
+    """``model.*`` overrides reach the spike variant only (ablations against a fixed RGB-only reference)."""
+    return [o for o in overrides if variant == "spike" or not o.startswith("model.")]
 
 
-def build_tiny(setup: Setup, use_spike: bool) -> VRTWithSpike:
-    kwargs = composed_config(setup, use_spike)["model"]
-    for key in TRAINING_KEYS:
-        kwargs.pop(key)
-    torch.manual_seed(setup.seed)  # identical VRT init in both runs (VRT is built first)
-    net = VRTWithSpike(**kwargs)
-    net.vrt.spynet.requires_grad_(False)
-    torch.nn.init.zeros_(net.vrt.conv_last.weight)
-    torch.nn.init.zeros_(net.vrt.conv_last.bias)
-    return net
+def train_command(task: Task) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "experiment=spikes_help", f"seed={task.seed}",
+            f"model.use_spike={VARIANTS[task.variant]}", "logger=csv", "trainer.enable_progress_bar=false",
+            "callbacks.timing.console=off", f"hydra.run.dir={task.run_dir}", *variant_overrides(task.overrides, task.variant)]
 
 
-def sample_batch(data: dict[str, Tensor], setup: Setup, gen: torch.Generator) -> dict[str, Tensor]:
-    n, f, _, h, w = data["blur"].shape
-    picks = []
-    for _ in range(setup.batch_size):
-        i = int(torch.randint(n, (1,), generator=gen))
-        t = int(torch.randint(f - setup.clip_len + 1, (1,), generator=gen))
-        y = int(torch.randint(h - setup.crop + 1, (1,), generator=gen))
-        x = int(torch.randint(w - setup.crop + 1, (1,), generator=gen))
-        picks.append((i, slice(t, t + setup.clip_len), slice(y, y + setup.crop), slice(x, x + setup.crop)))
-    return {key: torch.stack([v[i, ts, :, ys, xs] for i, ts, ys, xs in picks]) for key, v in data.items()}
+def evaluate_command(ckpt: str | Path, out_dir: Path, split: str, overrides: Sequence[str] = (),
+                     tile: tuple[int, int] | None = None) -> list[str]:
+    """``python evaluate.py`` on ``split``; ``tile`` = (window, overlap) in frames, else the checkpoint's own."""
+    data = [o for o in overrides if o.startswith("data.")]  # the run's data settings (model.* come from the checkpoint)
+    window = [f"module.tile={{tile: [{tile[0]}, 0, 0], tile_overlap: [{tile[1]}, 0, 0]}}"] if tile else []
+    return [sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"split={split}",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={out_dir}", *window, *data]
 
 
-def val_windows(data: dict[str, Tensor], setup: Setup) -> list[dict[str, Tensor]]:
-    """Non-overlapping ``clip_len`` windows covering every frame of every clip, full frames."""
-    f = data["blur"].shape[1]
-    if f % setup.clip_len:
-        raise ValueError(f"clips of {f} frames do not split into windows of clip_len={setup.clip_len}")
-    return [{key: v[i : i + 1, t : t + setup.clip_len] for key, v in data.items()}
-            for i in range(len(data["blur"])) for t in range(0, f, setup.clip_len)]
+def _run(cmd: list[str], log: Path, threads: int) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=ROOT, env=_env(threads), stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}); log {log}:\n{tail}")
 
 
-def frame_psnrs(pred: Tensor, target: Tensor) -> list[float]:
-    """``(B, T, 3, H, W)`` -> one PSNR per frame (as evaluate.py averages them)."""
-    mse = (pred.clamp(0, 1) - target).square().mean(dim=(2, 3, 4)).flatten()
-    return [10 * math.log10(1.0 / max(float(m), 1e-12)) for m in mse]
+def read_mean(metrics_csv: Path) -> dict[str, float]:
+    """The ``mean (all frames)`` row of an ``evaluate.py`` metrics.csv."""
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    mean = [r for r in rows if r["clip"] == "mean (all frames)"]
+    if len(mean) != 1:
+        raise ValueError(f"{metrics_csv}: expected one 'mean (all frames)' row, got {len(mean)}")
+    return {k: float(v) for k, v in mean[0].items() if k != "clip"}
 
 
-@torch.no_grad()
-def evaluate(net: VRTWithSpike | None, windows: list[dict[str, Tensor]], key: str = "blur") -> float:
-    """Mean per-frame PSNR over every window; ``net=None`` scores ``window[key]`` itself."""
-    scores = []
-    for win in windows:
-        pred = win[key] if net is None else net(win["blur"], win["spike"])
-        scores += frame_psnrs(pred, win["sharp"])
-    return sum(scores) / len(scores)
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
-def _loss(pred: Tensor, sharp: Tensor) -> Tensor:
-    return torch.sqrt((pred - sharp).square() + 1e-6).mean()  # Charbonnier
-
-
-def _optimizer(net: VRTWithSpike, setup: Setup) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=setup.lr, betas=(0.9, 0.99))
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, setup.steps), eta_min=setup.lr / 10)
-
-
-def train(net: VRTWithSpike, data: dict[str, Tensor], setup: Setup, log_every: int = 0) -> None:
-    opt, sched = _optimizer(net, setup)
-    gen = torch.Generator().manual_seed(setup.seed)  # the same batches for both runs
-    net.train()
-    for step in range(1, setup.steps + 1):
-        batch = sample_batch(data, setup, gen)
-        loss = _loss(net(batch["blur"], batch["spike"]), batch["sharp"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log_every and step % log_every == 0:
-            print(f"  step {step}/{setup.steps} loss {loss.item():.4f}", flush=True)
-    net.eval()
-
-
-VARIANTS = {"spike": ("spike_psnr", True), "rgb": ("rgb_only_psnr", False)}
-
-
-@contextmanager
-def dataset_root(setup: Setup, data_root: Path | None) -> Iterator[Path]:
-    """`data_root`, or a dataset built from ``setup.synth`` in a temp dir removed on exit."""
-    if data_root is not None:
-        yield Path(data_root)
-        return
-    with tempfile.TemporaryDirectory(prefix="spikes_help_") as tmp:
-        root = Path(tmp) / "synthetic"
-        synthesize(root, setup.synth)
-        yield root
-
-
-def run(setup: Setup = Setup(), data_root: Path | None = None, log_every: int = 0,
-        variants: tuple[str, ...] = ("spike", "rgb")) -> dict[str, float]:
-    """Train `variants` one after the other in this process.
-
-    Returns ``blur_psnr``, ``floor_psnr``, ``spike_psnr`` and/or ``rgb_only_psnr`` (dB) and ``seconds``.
-    """
+def run_task(task: Task, threads: int) -> dict[str, Any]:
+    """Train (``train.py``, test=true), then score the val-selected checkpoint with ``evaluate.py``."""
+    done = task.run_dir / RESULT_FILE
     start = time.perf_counter()
-    with dataset_root(setup, data_root) as root:
-        train_data = load_split(root, "train", setup)
-        windows = val_windows(load_split(root, "test", setup, floor=True), setup)
-    result = {"blur_psnr": evaluate(None, windows), "floor_psnr": evaluate(None, windows, "spike_floor")}
-    for name, use_spike in (VARIANTS[v] for v in variants):
-        net = build_tiny(setup, use_spike)
-        train(net, train_data, setup, log_every)
-        result[name] = evaluate(net, windows)
-        if log_every:
-            print(f"{name}: {result[name]:.2f} dB (blurry input {result['blur_psnr']:.2f}, "
-                  f"spike floor {result['floor_psnr']:.2f} dB)", flush=True)
-    result["seconds"] = time.perf_counter() - start
+    _run(train_command(task), task.run_dir / "train_stdout.log", threads)
+    summary = json.loads((task.run_dir / "summary.json").read_text())
+    if not summary.get("best_ckpt") or summary.get("test_psnr") is None:
+        raise RuntimeError(f"{task.run_dir}/summary.json: no val-selected checkpoint or test figure: {summary}")
+    out = task.run_dir / "evaluate_test"
+    _run(evaluate_command(summary["best_ckpt"], out, "test", task.overrides), task.run_dir / "evaluate_stdout.log",
+         threads)
+    mean = read_mean(out / "metrics.csv")
+    result = {"seed": task.seed, "variant": task.variant, "run_dir": str(task.run_dir),
+              "best_ckpt": summary["best_ckpt"], "best_val_psnr": summary["best_val_psnr"],
+              "val_split": summary["val_split"], "test_split": summary["test_split"],
+              "steps": summary["steps"], "psnr": mean["psnr"], "ssim": mean["ssim"],
+              "psnr_input": mean["psnr_input"], "psnr_spike_floor": mean["psnr_spike_floor"],
+              "frames": int(mean["frames"]), "test_true_psnr": summary["test_psnr"],
+              "seconds": time.perf_counter() - start}
+    if abs(result["psnr"] - result["test_true_psnr"]) > AGREEMENT_DB:
+        raise RuntimeError(f"{task.name}: evaluate.py gives {result['psnr']:.4f} dB on the test split, test=true gave "
+                           f"{result['test_true_psnr']:.4f} dB for the same checkpoint (tolerance {AGREEMENT_DB} dB)")
+    _write_json(done, result)
     return result
 
 
-def _setup_args(setup: Setup) -> list[str]:
-    return ["--steps", str(setup.steps), "--seeds", str(setup.seed), "--batch-size", str(setup.batch_size),
-            "--lr", str(setup.lr), "--clip-len", str(setup.clip_len), "--crop", str(setup.crop),
-            *(["--set", *setup.overrides] if setup.overrides else [])]
+def _prepare_data(overrides: Sequence[str]) -> None:
+    """Build the dataset (and the training cache) once, before parallel runs would race to."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    import vrt_spike  # noqa: F401  (the ${project_root:} resolver)
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=spikes_help", "paths.output_dir=/unused",
+                                          *[o for o in overrides if o.startswith("data.")]])
+    hydra.utils.instantiate(cfg.data, _convert_="all").prepare_data()
 
 
-def run_parallel(setup: Setup = Setup(), data_root: Path | None = None) -> dict[str, float]:
-    """Both variants at once, each in a single-threaded worker process; same keys as :func:`run`."""
-    start = time.perf_counter()
-    with dataset_root(setup, data_root) as root:
-        procs = {v: subprocess.Popen(
-            [sys.executable, __file__, *_setup_args(setup), "--data", str(root), "--only", v, "--threads", "1",
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in VARIANTS}
-        outputs = {v: p.communicate() for v, p in procs.items()}
-    result: dict[str, float] = {}
-    for v, p in procs.items():
-        out, err = outputs[v]
-        if p.returncode != 0:
-            raise RuntimeError(f"spikes_help worker '{v}' failed (exit {p.returncode}):\n{err}")
-        result.update(json.loads(out.strip().splitlines()[-1]))
-    result["seconds"] = time.perf_counter() - start
-    return result
+def per_seed(results: Sequence[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Seed -> ``blur_psnr``, ``floor_psnr``, ``spike_psnr``, ``rgb_only_psnr`` (test split), and the
+    two runs' ``*_val_psnr`` (the selected checkpoints' val figures), for seeds with both variants."""
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_seed.setdefault(int(r["seed"]), {})[r["variant"]] = r
+    table = {}
+    for seed, runs in sorted(by_seed.items()):
+        if set(runs) != set(VARIANTS):
+            continue
+        spike, rgb = runs["spike"], runs["rgb"]
+        for key in ("psnr_input", "psnr_spike_floor", "frames"):
+            if abs(spike[key] - rgb[key]) > 1e-6:
+                raise ValueError(f"seed {seed}: the two variants were scored on different frames ({key} "
+                                 f"{spike[key]} vs {rgb[key]})")
+        table[seed] = {"blur_psnr": spike["psnr_input"], "floor_psnr": spike["psnr_spike_floor"],
+                       "spike_psnr": spike["psnr"], "rgb_only_psnr": rgb["psnr"],
+                       "spike_val_psnr": spike["best_val_psnr"], "rgb_val_psnr": rgb["best_val_psnr"],
+                       "frames": spike["frames"]}
+    return table
 
 
-def run_seeds(setup: Setup = Setup(), seeds: tuple[int, ...] = (0, 1, 2),
-              data_root: Path | None = None) -> dict[str, object]:
-    """:func:`run_parallel` once per seed on one dataset.
+def run_seeds(seeds: Sequence[int], out: Path, *, jobs: int = 2, overrides: Sequence[str] = (),
+              resume: bool = False) -> dict[str, Any]:
+    """Every (seed, variant) run through ``train.py`` and ``evaluate.py``; ``jobs`` at a time.
 
-    Returns ``per_seed`` (seed -> :func:`run_parallel`'s result), ``mean_gain_db`` (mean of
+    Returns ``per_seed`` (:func:`per_seed`), ``runs`` (each run's result), ``mean_gain_db`` (mean of
     ``spike_psnr - rgb_only_psnr``), ``mean_over_floor_db`` and ``seconds``.
     """
     if not seeds:
         raise ValueError("spikes_help: --seeds needs at least one seed")
+    out = Path(out).absolute()
+    tasks = [Task(seed, variant, out / f"seed{seed}-{variant}", tuple(overrides)) for seed in seeds for variant in VARIANTS]
+    finished = {t.name: json.loads((t.run_dir / RESULT_FILE).read_text())
+                for t in tasks if resume and (t.run_dir / RESULT_FILE).is_file()}
+    stale = [t.run_dir for t in tasks if t.name not in finished and t.run_dir.exists()]
+    if stale:
+        raise FileExistsError(f"spikes_help: {stale[0]} exists ({len(stale)} run dirs): pass another --out"
+                              + ("" if resume else ", or --resume to keep its finished runs") + " (an unfinished run "
+                              "dir must be removed by hand)")
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with dataset_root(setup, data_root) as root:
-        per_seed = {seed: run_parallel(replace(setup, seed=seed), root) for seed in seeds}
-    gains = [r["spike_psnr"] - r["rgb_only_psnr"] for r in per_seed.values()]
-    over_floor = [r["spike_psnr"] - r["floor_psnr"] for r in per_seed.values()]
-    return {"per_seed": per_seed, "mean_gain_db": sum(gains) / len(gains),
+    todo = [t for t in tasks if t.name not in finished]
+    if todo:
+        _prepare_data(overrides)
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    results = dict(finished)
+
+    def one(task: Task) -> None:
+        print(f"[spikes_help] {task.name}: {' '.join(train_command(task)[1:])}", flush=True)
+        results[task.name] = run_task(task, threads)
+        r = results[task.name]
+        print(f"[spikes_help] {task.name}: test {r['psnr']:.2f} dB (input {r['psnr_input']:.2f}, floor "
+              f"{r['psnr_spike_floor']:.2f}); selected on val at {r['best_val_psnr']:.2f} dB; {r['seconds']:.0f} s",
+              flush=True)
+        _write_json(out / "results.json", [results[t.name] for t in tasks if t.name in results])
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(one, t) for t in todo]:
+            future.result()
+    runs = [results[t.name] for t in tasks]
+    table = per_seed(runs)
+    gains = [s["spike_psnr"] - s["rgb_only_psnr"] for s in table.values()]
+    over_floor = [s["spike_psnr"] - s["floor_psnr"] for s in table.values()]
+    return {"per_seed": table, "runs": runs, "mean_gain_db": sum(gains) / len(gains),
             "mean_over_floor_db": sum(over_floor) / len(over_floor), "seconds": time.perf_counter() - start}
 
 
@@ -252,118 +234,107 @@ def target_failures(s: dict[str, float]) -> list[str]:
     return misses
 
 
-# ---------------------------------------------------------------------------------------- diagnose
-
-GROUPS = ("spike_encoder", "spike_tsa", "fusion", "spike_head", "vrt.conv_last", "vrt (rest)")
-
-
-def _group(name: str) -> str:
-    for g in GROUPS[:5]:
-        if name.startswith(g + "."):
-            return g
-    return "vrt (rest)"
-
-
-def diagnose(setup: Setup, data_root: Path | None, every: Sequence[int]) -> list[dict[str, float]]:
-    """Train the spike variant for ``setup.steps``; at the steps in ``every``, per-group gradient
-    norms and the RMS of what the spike path adds (see the module doc). Returns one row per step."""
-    with dataset_root(setup, data_root) as root:
-        train_data = load_split(root, "train", setup)
-    net = build_tiny(setup, True)
-    opt, sched = _optimizer(net, setup)
-    gen = torch.Generator().manual_seed(setup.seed)
-    probe = sample_batch(train_data, setup, torch.Generator().manual_seed(12345))
-    updates: dict[str, Tensor] = {}
-    stage1 = getattr(net.fusion, "stage1", None)
-    if stage1 is not None:
-        stage1.out_proj.register_forward_hook(lambda m, a, out: updates.__setitem__("fusion.stage1", out.detach()))
-    if net.spike_head is not None:
-        net.spike_head.register_forward_hook(lambda m, a, out: updates.__setitem__("spike_head", out.detach()))
-    rows = []
-    for step in range(1, setup.steps + 1):
-        net.train()
-        batch = sample_batch(train_data, setup, gen)
-        loss = _loss(net(batch["blur"], batch["spike"]), batch["sharp"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if step in every:
-            sq = dict.fromkeys(GROUPS, 0.0)
-            for name, p in net.named_parameters():
-                if p.grad is not None:
-                    sq[_group(name)] += float(p.grad.square().sum())
-            net.eval()
-            with torch.no_grad():
-                updates.clear()
-                out = net(probe["blur"], probe["spike"])
-                seen = {k: float(v.square().mean().sqrt()) for k, v in updates.items()}
-                no_spikes = net(probe["blur"], torch.zeros_like(probe["spike"]))
-            rows.append({"step": step, "loss": float(loss.detach()), **{f"grad {g}": math.sqrt(v) for g, v in sq.items()},
-                         **{f"rms {k}": v for k, v in seen.items()},
-                         "rms out(spikes)-out(0)": float((out - no_spikes).square().mean().sqrt())})
-            print("  ".join(f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
-                  flush=True)
-        opt.step()
-        sched.step()
-    return rows
+def format_seeds(r: dict[str, Any]) -> str:
+    lines = [f"{'seed':>4} {'blurry dB':>10} {'floor dB':>9} {'rgb-only dB':>12} {'spike dB':>9} {'vs floor':>9} "
+             f"{'vs rgb':>7} {'val: rgb':>9} {'val: spike':>10}  targets (test split, checkpoints selected on val)"]
+    for seed, s in r["per_seed"].items():
+        misses = target_failures(s)
+        lines.append(f"{seed:>4} {s['blur_psnr']:>10.2f} {s['floor_psnr']:>9.2f} {s['rgb_only_psnr']:>12.2f} "
+                     f"{s['spike_psnr']:>9.2f} {s['spike_psnr'] - s['floor_psnr']:>+9.2f} "
+                     f"{s['spike_psnr'] - s['rgb_only_psnr']:>+7.2f} {s['rgb_val_psnr']:>9.2f} {s['spike_val_psnr']:>10.2f}"
+                     f"  {'met' if not misses else '; '.join(misses)}")
+    lines.append(f"mean: {r['mean_over_floor_db']:+.2f} dB over the spike floor, {r['mean_gain_db']:+.2f} dB over "
+                 f"RGB-only; wall time {r['seconds']:.0f} s")
+    return "\n".join(lines)
 
 
-def _diagnose_steps(n: int) -> list[int]:
-    steps, k = [1, 2, 5, 10, 25, 50], 100
-    while k <= n:
-        steps.append(k)
-        k += 100 if k < 400 else 200
-    return [s for s in steps if s <= n]
+# ---------------------------------------------------------------------------------------- window study
+
+
+def window_study(out: Path, *, seeds: Sequence[int] | None = None, splits: Sequence[str] = ("val", "test"),
+                 jobs: int = 2, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``evaluate.py`` of every finished run's selected checkpoint in <out>, for every (window, overlap).
+
+    Returns ``rows``: one per (run, split, window, overlap) with the mean PSNR, and ``mean``:
+    (split, window, overlap) -> {variant: mean PSNR over the runs}. Results are kept in
+    ``<out>/windows/<run>-<split>-w<W>o<O>/metrics.csv`` and reused.
+    """
+    out = Path(out).absolute()
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"seed*-*/{RESULT_FILE}"))]
+    runs = [r for r in runs if seeds is None or int(r["seed"]) in set(seeds)]
+    if not runs:
+        raise FileNotFoundError(f"{out}: no finished spikes_help runs (seed*-*/{RESULT_FILE}); run the seeds first")
+    combos = [(w, o) for w in WINDOWS for o in OVERLAPS if o < w]
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    jobs_list = [(r, split, w, o) for r in runs for split in splits for w, o in combos]
+
+    def one(job: tuple[dict[str, Any], str, int, int]) -> dict[str, Any]:
+        r, split, w, o = job
+        name = f"seed{r['seed']}-{r['variant']}-{split}-w{w}o{o}"
+        target = out / "windows" / name
+        if not (target / "metrics.csv").is_file():
+            _run(evaluate_command(r["best_ckpt"], target, split, overrides, tile=(w, o)), target.with_suffix(".log"),
+                 threads)
+        m = read_mean(target / "metrics.csv")
+        return {"seed": r["seed"], "variant": r["variant"], "split": split, "window": w, "overlap": o, **m}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(one, jobs_list))
+    mean: dict[tuple[str, int, int], dict[str, float]] = {}
+    for split in splits:
+        for w, o in combos:
+            for variant in VARIANTS:
+                vals = [x["psnr"] for x in rows if (x["split"], x["window"], x["overlap"], x["variant"]) ==
+                        (split, w, o, variant)]
+                if vals:
+                    mean.setdefault((split, w, o), {})[variant] = sum(vals) / len(vals)
+    _write_json(out / "windows.json", rows)
+    return {"rows": rows, "mean": mean, "seeds": sorted({int(r["seed"]) for r in runs})}
+
+
+def format_windows(study: dict[str, Any]) -> str:
+    splits = sorted({k[0] for k in study["mean"]}, key=lambda s: ("val", "test").index(s))
+    variants = [v for v in VARIANTS if any(v in m for m in study["mean"].values())]
+    head = " ".join(f"{f'{s} {v}':>12}" for s in splits for v in variants)
+    lines = [f"mean PSNR (dB) over seeds {study['seeds']}, whole splits at full frames, by module.tile window:",
+             f"{'window':>6} {'overlap':>7} {head}"]
+    combos = sorted({(k[1], k[2]) for k in study["mean"]})
+    for w, o in combos:
+        cells = " ".join(f"{study['mean'][(s, w, o)].get(v, float('nan')):>12.2f}" for s in splits for v in variants)
+        lines.append(f"{w:>6} {o:>7} {cells}")
+    if "val" in splits:
+        for v in variants:
+            best = max(combos, key=lambda c: study["mean"][("val", *c)].get(v, float("-inf")))
+            lines.append(f"best on val for {v}: window {best[0]}, overlap {best[1]}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- CLI
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=Setup.steps)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="model-init and batch seeds: one comparison per seed, and the means")
-    parser.add_argument("--batch-size", type=int, default=Setup.batch_size)
-    parser.add_argument("--lr", type=float, default=Setup.lr)
-    parser.add_argument("--clip-len", type=int, default=Setup.clip_len)
-    parser.add_argument("--crop", type=int, default=Setup.crop)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "spikes_help",
+                        help="parent of the run dirs (default: outputs/spikes_help)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each gets cores / jobs threads)")
+    parser.add_argument("--resume", action="store_true", help="keep the finished runs of --out")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="model.* overrides of the spike variant (e.g. model.residual_base=blur), data.* of both")
-    parser.add_argument("--data", type=Path, default=None, help="existing synthetic dataset (default: build one in tmp)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads with --only / --diagnose")
-    parser.add_argument("--only", choices=sorted(VARIANTS), default=None, help="train one variant (a worker)")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    parser.add_argument("--diagnose", type=int, default=0, metavar="N", help="gradient norms over N steps, no scoring")
+                        help="train.py overrides: model.* reach the spike variant only, the rest both")
+    parser.add_argument("--windows", action="store_true", help="the window study over the finished runs of --out")
+    parser.add_argument("--window-seeds", type=int, nargs="+", default=None, help="(--windows) only these seeds")
+    parser.add_argument("--window-splits", nargs="+", default=["val", "test"], choices=["val", "test"])
     args = parser.parse_args()
-    bad = [o for o in args.set if not o.startswith(("model.", "data.")) or "=" not in o]
+    bad = [o for o in args.set if "=" not in o]
     if bad:
-        parser.error(f"--set takes model.KEY=VALUE / data.KEY=VALUE overrides, got {bad}")
-    setup = Setup(steps=args.diagnose or args.steps, seed=args.seeds[0], batch_size=args.batch_size,
-                  clip_len=args.clip_len, lr=args.lr, crop=args.crop, overrides=tuple(args.set))
-    if args.diagnose:
-        torch.set_num_threads(args.threads)
-        diagnose(setup, args.data, _diagnose_steps(args.diagnose))
+        parser.error(f"--set takes KEY=VALUE train.py overrides, got {bad}")
+    if args.windows:
+        study = window_study(args.out, seeds=args.window_seeds, splits=args.window_splits, jobs=args.jobs,
+                             overrides=args.set)
+        print(format_windows(study))
         return
-    if args.only:
-        if len(args.seeds) > 1:
-            parser.error("--only runs one seed")
-        torch.set_num_threads(args.threads)
-        r = run(setup, args.data, log_every=0 if args.json else 100, variants=(args.only,))
-        print(json.dumps(r) if args.json else r)
-        return
-    print_seeds(run_seeds(setup, tuple(args.seeds), args.data), setup)
-
-
-def print_seeds(r: dict[str, object], setup: Setup) -> None:
-    print(f"setup (seed varies): {replace(setup, seed=-1)}")
-    print(f"{'seed':>4} {'blurry dB':>10} {'floor dB':>9} {'rgb-only dB':>12} {'spike dB':>9} "
-          f"{'vs floor':>9} {'vs rgb':>7}  targets")
-    for seed, s in r["per_seed"].items():
-        misses = target_failures(s)
-        print(f"{seed:>4} {s['blur_psnr']:>10.2f} {s['floor_psnr']:>9.2f} {s['rgb_only_psnr']:>12.2f} "
-              f"{s['spike_psnr']:>9.2f} {s['spike_psnr'] - s['floor_psnr']:>+9.2f} "
-              f"{s['spike_psnr'] - s['rgb_only_psnr']:>+7.2f}  {'met' if not misses else '; '.join(misses)}")
-    print(f"mean: {r['mean_over_floor_db']:+.2f} dB over the spike floor, {r['mean_gain_db']:+.2f} dB over RGB-only; "
-          f"wall time {r['seconds']:.0f} s")
+    r = run_seeds(args.seeds, args.out, jobs=args.jobs, overrides=args.set, resume=args.resume)
+    print(format_seeds(r))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from vrt_spike.models.vrt.tiling import tile_starts, tiled_forward
 
-__all__ = ["MIN_FRAMES", "TileSpec", "tile_spec", "forward_calls", "restore_clip"]
+__all__ = ["MIN_FRAMES", "TileSpec", "tile_spec", "describe_tile", "forward_calls", "restore_clip"]
 
 # VRT aligns neighbouring frames, so every forward needs at least two.
 MIN_FRAMES = 2
@@ -47,6 +47,16 @@ def tile_spec(tile: Mapping[str, Any] | None) -> TileSpec:
     if size[0] and size[0] < MIN_FRAMES:
         raise ValueError(f"module.tile.tile[0]: a temporal window needs >= {MIN_FRAMES} frames (0: whole clip), got {size[0]}")
     return {"tile": size, "tile_overlap": overlap}
+
+
+def describe_tile(tile: Mapping[str, Any] | None) -> str:
+    """``module.tile`` in words, e.g. ``windows of 2 frames overlapping by 1`` (figures name how they were restored)."""
+    spec = tile_spec(tile)
+    (t, h, w), (ot, oh, ow) = spec["tile"], spec["tile_overlap"]
+    text = f"windows of {t} frames overlapping by {ot}" if t else "whole clips in one window"
+    if h or w:
+        text += f", spatial tiles of {h or 'full'}x{w or 'full'} overlapping by {oh}x{ow}"
+    return text
 
 
 def forward_calls(num_frames: int, height: int, width: int, tile: Mapping[str, Any] | None = None) -> int:

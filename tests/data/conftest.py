@@ -8,8 +8,9 @@ import pytest
 
 from vrt_spike.data.synthesize import SynthConfig, synthesize
 
-# 2 train + 1 test clips of 6 frames, RGB 32x32, spikes 16x16, 12 spike frames per RGB frame.
-TINY = SynthConfig(train_clips=2, test_clips=1, frames=6, height=32, width=32, sub_frames=3, spike_steps=4, objects=1)
+# 2 train + 1 val + 1 test clips of 6 frames, RGB 32x32, spikes 16x16, 12 spike frames per RGB frame.
+TINY = SynthConfig(train_clips=2, val_clips=1, test_clips=1, frames=6, height=32, width=32, sub_frames=3, spike_steps=4,
+                   objects=1)
 
 
 @pytest.fixture(scope="session")

@@ -127,8 +127,8 @@ def test_too_few_spike_frames_for_num_bins(tiny_root):
 
 
 def test_missing_split_and_clip_dirs(tiny_copy):
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tiny_copy / "GOPRO_Large" / "val_GT")) + ": missing split"):
-        SpikeDeblurDataset(tiny_copy, "val", clip_len=2, crop_size=None, num_bins=2)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tiny_copy / "GOPRO_Large" / "extra_GT")) + ": missing split"):
+        SpikeDeblurDataset(tiny_copy, "extra", clip_len=2, crop_size=None, num_bins=2)
     spike_dir = tiny_copy / layout.spike_dir("train", CLIP)
     for p in spike_dir.iterdir():
         p.unlink()

@@ -40,19 +40,28 @@ def _check_batch(batch: dict, b: int, t: int, k: int, hw: tuple[int, int], cache
         assert batch["timings"]["total"][i] >= parts - 1e-6 and batch["timings"]["read_png"][i] > 0
 
 
+def _check_clip_batch(batch: dict, clip: str, t: int, k: int, hw: tuple[int, int]) -> None:
+    """A val/test batch: one whole clip at full frames, no loader timings (they time training)."""
+    assert set(batch) == {"blur", "sharp", "spike", "clip", "frame_start"}
+    assert batch["clip"] == [clip] and batch["frame_start"].tolist() == [0]
+    for key, c in (("blur", 3), ("sharp", 3), ("spike", k)):
+        assert batch[key].shape == (1, t, c, *hw) and batch[key].dtype == torch.float32, key
+    assert batch["spike"].max() > 0
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_batches_follow_the_contract(tiny_root, tmp_path, cache):
     dm = _dm(tiny_root, cache=cache, cache_dir=str(tmp_path / "cache"))
     dm.prepare_data()
-    assert bool(list((tmp_path / "cache").glob("*.h5"))) == cache
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.h5")] == (["train"] if cache else [])
     dm.setup("fit")
-    assert len(dm.data_train) == 2 * 4 and len(dm.data_val) == 2  # stride 1 / clip_len windows
+    assert len(dm.data_train) == 2 * 4 and len(dm.data_val) == 1  # stride-1 windows; whole val clips
     _check_batch(next(iter(dm.train_dataloader())), 2, 3, 4, (16, 16), cache)
-    _check_batch(next(iter(dm.val_dataloader())), 2, 3, 4, (32, 32), cache)  # full frames
+    (val,) = list(dm.val_dataloader())
+    _check_clip_batch(val, "synth_val_000", 6, 4, (32, 32))  # every frame of the clip, full frames
     dm.setup("test")
-    batches = list(dm.test_dataloader())
-    assert [b["frame_start"].tolist() for b in batches] == [[0, 3]]
-    _check_batch(batches[0], 2, 3, 4, (32, 32), cache)
+    (test,) = list(dm.test_dataloader())
+    _check_clip_batch(test, "synth_test_000", 6, 4, (32, 32))
 
 
 def test_prepare_data_builds_missing_synthetic_dataset_and_cache_once(tmp_path, tiny_cfg):
@@ -61,7 +70,7 @@ def test_prepare_data_builds_missing_synthetic_dataset_and_cache_once(tmp_path, 
     dm.prepare_data()
     assert (root / MANIFEST).is_file()
     caches = sorted((root / "GOPRO_Large_spike_seq" / "spike_vox").glob("*.h5"))
-    assert [p.name.split("-")[0] for p in caches] == ["test", "train"]
+    assert [p.name.split("-")[0] for p in caches] == ["train"]  # val/test restore whole clips from the raw streams
     stamps = [p.stat().st_mtime_ns for p in caches] + [(root / MANIFEST).stat().st_mtime_ns]
     _dm(root, build_if_missing=True, synthetic=dataclasses.asdict(tiny_cfg)).prepare_data()  # second run: reuse
     assert [p.stat().st_mtime_ns for p in caches] + [(root / MANIFEST).stat().st_mtime_ns] == stamps
@@ -72,7 +81,7 @@ def test_prepare_data_builds_missing_synthetic_dataset_and_cache_once(tmp_path, 
 def test_missing_root_without_build_is_a_clear_error(tmp_path):
     dm = _dm(tmp_path / "nowhere", cache=False)
     dm.prepare_data()
-    with pytest.raises(FileNotFoundError, match="nowhere/GOPRO_Large_spike_seq/config.yaml"):
+    with pytest.raises(FileNotFoundError, match="nowhere/GOPRO_Large/train_GT: missing split directory"):
         dm.setup("fit")
 
 
@@ -128,7 +137,6 @@ def test_val_batches_carry_the_spike_floor_and_train_batches_do_not(tiny_root, t
     assert "spike_floor" not in train
     assert val["spike_floor"].shape == val["blur"].shape and 0 <= val["spike_floor"].min() <= val["spike_floor"].max() <= 1
     assert not torch.equal(val["spike_floor"], val["blur"])  # the spikes moved it
-    assert "spike_floor" in val["timings"] and "spike_floor" not in train["timings"]
 
 
 def test_sharp_instant_must_match_the_synthetic_manifest(tiny_root, tiny_cfg):

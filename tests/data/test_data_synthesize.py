@@ -29,6 +29,8 @@ def test_layout_sizes_and_spike_resolution(tiny_root, tiny_cfg):
     assert all(n == tiny_cfg.sub_frames * tiny_cfg.spike_steps for c in clips for n in c.spike_frames)
     _, test = layout.discover(tiny_root, "test")
     assert [c.name for c in test] == ["synth_test_000"]
+    _, val = layout.discover(tiny_root, "val")
+    assert [c.name for c in val] == ["synth_val_000"]
     assert json.loads((tiny_root / MANIFEST).read_text())["config"] == dataclasses.asdict(tiny_cfg)
 
 
@@ -87,7 +89,7 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path, tiny_cfg):
 
 def test_cli_builds_and_if_missing_is_quick(tmp_path, capsys, tiny_cfg):
     out = tmp_path / "cli"
-    args = ["--out", str(out), "--train-clips", "1", "--test-clips", "1", "--frames", "3", "--height", "32",
+    args = ["--out", str(out), "--train-clips", "1", "--val-clips", "1", "--test-clips", "1", "--frames", "3", "--height", "32",
             "--width", "32", "--sub-frames", "3", "--spike-steps", "2", "--seed", "4"]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
@@ -114,11 +116,11 @@ def test_default_config_layout_and_determinism(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     synthesize(a)
     cfg = SynthConfig()
-    for split, count in (("train", cfg.train_clips), ("test", cfg.test_clips)):
+    for split, count in (("train", cfg.train_clips), ("val", cfg.val_clips), ("test", cfg.test_clips)):
         spike_cfg, clips = layout.discover(a, split)
         assert (spike_cfg.height, spike_cfg.width) == (64, 64)
         assert len(clips) == count and all(len(c) == cfg.frames and c.rgb_size == (128, 128) for c in clips)
-    synthesize(b, dataclasses.replace(cfg, train_clips=1, test_clips=0))
+    synthesize(b, dataclasses.replace(cfg, train_clips=1, val_clips=0, test_clips=0))
     first = {k: v for k, v in _tree(a).items() if "synth_train_000" in k}
     assert len(first) == 3 * cfg.frames and first == {k: v for k, v in _tree(b).items() if "synth_train_000" in k}
 
@@ -133,3 +135,16 @@ def test_interrupted_build_dirs_are_cleaned_up(tmp_path, tiny_cfg):
     synthesize(tmp_path / "synthetic", tiny_cfg)
     assert not dead.exists() and other_host.exists()
     assert is_complete(tmp_path / "synthetic", tiny_cfg)
+
+
+def test_splits_hold_scenes_of_their_own(tiny_root, tmp_path, tiny_cfg):
+    """Train, val and test clips are different scenes (seeded by split), and adding the val split left
+    the train and test scenes as they were: a build without val has byte-identical train/test files."""
+    splits = {s: layout.discover(tiny_root, s)[1] for s in ("train", "val", "test")}
+    first_frames = {c.name: c.sharp[0].read_bytes() for clips in splits.values() for c in clips}
+    assert len(set(first_frames.values())) == len(first_frames) == 4  # no scene appears twice
+    assert {c.name for c in splits["val"]}.isdisjoint({c.name for c in splits["train"] + splits["test"]})
+    synthesize(tmp_path / "no_val", dataclasses.replace(tiny_cfg, val_clips=0))
+    without, with_val = _tree(tmp_path / "no_val"), _tree(tiny_root)
+    assert not any("val" in k for k in without) and len(without) > 1
+    assert all(with_val[k] == v for k, v in without.items() if k != MANIFEST)

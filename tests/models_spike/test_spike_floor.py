@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vrt_spike.data.dataset import SpikeDeblurDataset
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
 from vrt_spike.data.spike_io import write_dat
 from vrt_spike.models.classical import sdm, short_and_long_rates, spike_floor, tfp, window_weights
 
@@ -116,12 +116,11 @@ def _write_camera_dataset(root: Path, bits: np.ndarray, rgb_scale: int) -> np.nd
 
 
 @pytest.mark.parametrize("rgb_scale", [1, 2])
-def test_dataset_floor_reads_the_raw_dat_stream(tmp_path: Path, rgb_scale: int) -> None:
+def test_clip_floor_reads_the_raw_dat_stream(tmp_path: Path, rgb_scale: int) -> None:
     rng = np.random.default_rng(1)
     bits = (rng.random((32, 8, 8)) < 0.3).astype(np.uint8)
     blur = torch.from_numpy(_write_camera_dataset(tmp_path, bits, rgb_scale))
-    ds = SpikeDeblurDataset(tmp_path, "test", clip_len=1, crop_size=None, num_bins=4, spike_floor="sdm",
-                            sharp_instant=0.5625, sharp_width=0.125)
+    ds = ClipDataset(gt_clips(tmp_path, "test"), SpikeReading(num_bins=4), floor=FloorReading("sdm", 0.5625, 0.125))
     sample = ds[0]
     # By hand: frames 16..19 (window 4 of 32 at 18/32), over all 32 frames, upsampled bilinearly.
     short = torch.from_numpy(bits[16:20].mean(0, dtype=np.float32))[None, None]
@@ -131,13 +130,11 @@ def test_dataset_floor_reads_the_raw_dat_stream(tmp_path: Path, rgb_scale: int) 
     expected = (blur * (up(short) + 1e-4) / (up(long) + 1e-4)).clamp(0, 1)
     assert sample["spike_floor"].shape == (1, 3, *size)
     assert torch.allclose(sample["spike_floor"][0], expected, atol=1e-5)
-    assert "spike_floor" in sample["timings"]
 
 
-def test_dataset_floor_refuses_augmented_samples(tmp_path: Path) -> None:
-    _write_camera_dataset(tmp_path, np.zeros((8, 8, 8), np.uint8), 1)
-    with pytest.raises(ValueError, match="not augmented"):
-        SpikeDeblurDataset(tmp_path, "test", clip_len=1, crop_size=None, num_bins=4, spike_floor="sdm",
-                           augment={"hflip": True})
+def test_floor_reading_from_the_data_config() -> None:
+    data = {"spike_floor": "tfp", "sharp_instant": 0.5625, "sharp_width": 0.125, "spike_threshold": 4.0}
+    assert FloorReading.from_data_config(data) == FloorReading("tfp", 0.5625, 0.125, 4.0, 1.0)
+    assert FloorReading.from_data_config({**data, "spike_floor": None}) is None
     with pytest.raises(ValueError, match="data.spike_floor must be one of"):
-        SpikeDeblurDataset(tmp_path, "test", clip_len=1, crop_size=None, num_bins=4, spike_floor="best")
+        FloorReading.from_data_config({**data, "spike_floor": "best"})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vrt_spike.restore import forward_calls, restore_clip, tile_spec
+from vrt_spike.restore import describe_tile, forward_calls, restore_clip, tile_spec
 
 
 class _FrameIndexNet(nn.Module):
@@ -76,3 +76,10 @@ def test_non_finite_input_raises_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"spike of shape \(1, 3, 8, 40, 48\) has 2 non-finite values"):
         restore_clip(net, net, blur, spike)
     assert net.seen == []  # refused before any network call
+
+
+def test_describe_tile_says_how_a_figure_was_restored() -> None:
+    assert describe_tile({"tile": [2, 0, 0], "tile_overlap": [1, 0, 0]}) == "windows of 2 frames overlapping by 1"
+    assert describe_tile(None) == "whole clips in one window"
+    assert describe_tile({"tile": [6, 256, 0], "tile_overlap": [2, 20, 0]}) == (
+        "windows of 6 frames overlapping by 2, spatial tiles of 256xfull overlapping by 20x0")

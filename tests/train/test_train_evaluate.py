@@ -1,4 +1,5 @@
-"""evaluate.py: per-clip and mean PSNR/SSIM CSV, PNGs, tiling, and an official VRT checkpoint."""
+"""evaluate.py: per-clip and mean PSNR/SSIM CSV, PNGs, tiling, an official VRT checkpoint; val figures that
+evaluate.py reproduces, and test=true on the checkpoint selected on val."""
 from __future__ import annotations
 
 import csv
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from train_support import SYNTH, compose_cfg, tiny_overrides
 
-from vrt_spike.lit.run import evaluate, train
+from vrt_spike.lit.run import TILE_FROM_CHECKPOINT, evaluate, load_for_inference, train
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -17,11 +19,29 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("trained")
-    cfg = compose_cfg("train", [*tiny_overrides(synthetic_root), f"paths.output_dir={run_dir}", "trainer.limit_val_batches=1"])
-    train(cfg)
-    return run_dir / "checkpoints" / "last.ckpt"
+def selected(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """4 steps, validated at steps 2 and 4 (both checkpoints kept), then test=true."""
+    run_dir = tmp_path_factory.mktemp("selected")
+    cfg = compose_cfg("train", [*tiny_overrides(synthetic_root, steps=4), f"paths.output_dir={run_dir}",
+                                "trainer.val_check_interval=2", "callbacks.checkpoint_best.save_top_k=-1", "test=true"])
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(selected: dict) -> Path:
+    return Path(selected["run_dir"]) / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_and_predict_restore_with_the_window_the_checkpoint_carries(trained: Path) -> None:
+    shipped = compose_cfg("train", ["paths.output_dir=/tmp/unused"]).module.tile
+    saved = torch.load(trained, map_location="cpu", weights_only=False)["hyper_parameters"]["tile"]
+    assert saved == OmegaConf.to_container(shipped) and saved["tile"][0] >= 2  # train.yaml's window, in the checkpoint
+    for name in ("evaluate", "predict"):
+        cfg = compose_cfg(name, [f"ckpt_path={trained}", "paths.output_dir=/tmp/unused"])
+        assert cfg.module.tile == TILE_FROM_CHECKPOINT and load_for_inference(cfg).hparams.tile == saved
+    other = "module.tile={tile: [4, 0, 0], tile_overlap: [0, 0, 0]}"
+    cfg = compose_cfg("evaluate", [f"ckpt_path={trained}", "paths.output_dir=/tmp/unused", other])
+    assert load_for_inference(cfg).hparams.tile == {"tile": [4, 0, 0], "tile_overlap": [0, 0, 0]}
 
 
 def _eval_overrides(root: Path, out: Path) -> list[str]:
@@ -48,6 +68,47 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
         assert float(r["psnr"]) == pytest.approx(sum(clip_frames) / len(clip_frames), rel=1e-6)
     assert len(list((tmp_path / "images").rglob("*.png"))) == 12
     assert "mean (all frames)" in capsys.readouterr().out
+
+
+def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_root: Path, tmp_path: Path) -> None:
+    """One restoration for every score: each checkpoint's val/psnr (logged in training, restored as its
+    module.tile says) is what `evaluate.py split=val` gives on the same checkpoint, within 0.01 dB."""
+    checkpoints = sorted((Path(selected["run_dir"]) / "checkpoints").glob("best-*.ckpt"))
+    assert len(checkpoints) == 2  # the validations at steps 2 and 4
+    scores = {}
+    for i, path in enumerate(checkpoints):
+        # the score the checkpoint was selected by, as the checkpoint callback recorded it when saving this file
+        state = torch.load(path, map_location="cpu", weights_only=False)["callbacks"]
+        (saved,) = [s["best_k_models"] for k, s in state.items() if k.startswith("ModelCheckpoint") and "val/psnr" in k]
+        scores[str(path)] = float(saved[str(path)])
+        cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path / str(i)), f"ckpt_path={path}", "split=val"])
+        result = evaluate(cfg)
+        assert result["split"] == "val" and result["mean"]["psnr"] == pytest.approx(scores[str(path)], abs=0.01)
+    assert selected["best_val_psnr"] == pytest.approx(max(float(v) for v in scores.values()))
+    assert selected["best_ckpt"] == max(scores, key=lambda p: float(scores[p]))
+
+
+def test_test_true_scores_the_val_selected_checkpoint_on_the_test_split(selected: dict, synthetic_root: Path,
+                                                                       tmp_path: Path) -> None:
+    assert selected["val_split"] == "val" and selected["test_split"] == "test"
+    assert Path(selected["best_ckpt"]).name.startswith("best-")
+    cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path), f"ckpt_path={selected['best_ckpt']}"])
+    result = evaluate(cfg)  # split=test by default
+    assert result["split"] == "test"
+    for m in ("psnr", "ssim", "psnr_input", "psnr_spike_floor"):
+        assert selected[f"test_{m}"] == pytest.approx(result["mean"][m], abs=1e-4), m
+    assert selected["test_scope"]["frames"] == 2 * SYNTH["frames"]  # every frame of the test clips
+    assert selected["test_psnr_input"] != selected["val_psnr_input"]  # other frames than validation's
+
+
+def test_test_true_needs_a_checkpoint_selected_on_val(synthetic_root: Path, tmp_path: Path) -> None:
+    base = [*tiny_overrides(synthetic_root), f"paths.output_dir={tmp_path}", "test=true"]
+    with pytest.raises(ValueError, match="test=true scores the checkpoint selected on val/psnr"):
+        train(compose_cfg("train", [*base, "~callbacks.checkpoint_best"]))
+    with pytest.raises(ValueError, match="read the val split only: ModelCheckpoint monitors 'test/psnr'"):
+        train(compose_cfg("train", [*base, "callbacks.checkpoint_best.monitor=test/psnr"]))
+    with pytest.raises(ValueError, match="read the val split only: EarlyStopping monitors 'train/loss'"):
+        train(compose_cfg("train", [*base, "callbacks.early_stopping.monitor=train/loss"]))
 
 
 @pytest.mark.slow  # ~8 tiled forwards: over the fast budget on 2 shared cores

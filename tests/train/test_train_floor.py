@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
-from vrt_spike.data.dataset import SpikeDeblurDataset
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
 from vrt_spike.lit.module import score_frames
 from vrt_spike.lit.run import _verdict, evaluate
 
@@ -32,15 +32,12 @@ def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_ro
     assert len(frames) == 2 * 6 and rows[-1]["clip"] == "mean (all frames)" and len(rows) == 3
     # the reading *is* the restoration here: its PSNR column and the floor column agree
     assert all(float(f["psnr"]) == pytest.approx(float(f["psnr_spike_floor"])) for f in frames)
-    # equal to the reading computed straight from the dataset, frame by frame
-    ds = SpikeDeblurDataset(synthetic_root, "test", clip_len=6, crop_size=None, num_bins=int(cfg.data.num_bins),
-                            stride=6, spike_upsample="bilinear", spike_floor=method,
-                            sharp_instant=float(cfg.data.sharp_instant), sharp_width=float(cfg.data.sharp_width))
+    # equal to the reading computed straight from the whole clips, frame by frame
+    ds = ClipDataset(gt_clips(synthetic_root, "test"), SpikeReading.from_data_config(cfg.data),
+                     floor=FloorReading(method, float(cfg.data.sharp_instant), float(cfg.data.sharp_width)))
     direct = []
-    for i in range(len(ds)):
-        s = ds[i]
-        batch = {k: (v[None] if hasattr(v, "ndim") else [v] if k == "clip" else v) for k, v in s.items() if k != "timings"}
-        batch["frame_start"] = [s["frame_start"]]
+    for s in ds:
+        batch = {k: (v[None] if hasattr(v, "ndim") else [v]) for k, v in s.items()}
         direct += score_frames(s["spike_floor"][None], batch)
     assert [float(f["psnr"]) for f in frames] == pytest.approx([r["psnr"] for r in direct], abs=1e-4)
     assert result["mean"]["psnr"] > result["mean"]["psnr_input"]  # the spikes sharpen the blur
@@ -67,6 +64,7 @@ def test_tiny_fit_logs_the_floor_and_prints_the_verdict(synthetic_root: Path, tm
     metrics = _read(next(run_dir.rglob("metrics.csv")))
     assert any(r.get("val/psnr_spike_floor") for r in metrics)
     assert "verdict on the whole val split (12 frames of 2 clips at 64x64, full frames)" in proc.stdout
+    assert summary["val_split"] == "val" and summary["test_split"] is None  # test=false: no test figure
     assert f"spike floor {summary['val_psnr_spike_floor']:.2f} dB" in proc.stdout
     strip = sorted((run_dir / "images").glob("val_step*.png"))[-1]
     from PIL import Image
@@ -75,8 +73,8 @@ def test_tiny_fit_logs_the_floor_and_prints_the_verdict(synthetic_root: Path, tm
         assert im.size == (4 * 128 + 5 * 4, 128 + 2 * 4)
 
 
-def test_verdict_refuses_a_subset() -> None:
-    base = {"val_psnr": 31.0, "val_psnr_input": 28.0, "val_psnr_spike_floor": 31.5, "val_ssim": 0.9}
+def test_verdict_refuses_a_subset_and_names_the_splits() -> None:
+    base = {"val_psnr": 31.0, "val_psnr_input": 28.0, "val_psnr_spike_floor": 31.5, "val_ssim": 0.9, "val_split": "val"}
     whole = {"frames": 32, "clips": 2, "scored": 32, "size": [128, 128], "whole_split": True}
     lines = _verdict({**base, "val_scope": whole})
     assert lines[0] == "val/psnr 31.00 dB | blurry input 28.00 dB (+3.00) | spike floor 31.50 dB (-0.50)   val/ssim 0.9000"
@@ -84,3 +82,10 @@ def test_verdict_refuses_a_subset() -> None:
                         "beats the input; does NOT beat the spike floor")
     subset = _verdict({**base, "val_scope": {**whole, "scored": 6, "size": [64, 64], "whole_split": False}})
     assert subset[1].startswith("NOT a verdict: measured on a subset (6 frames at 64x64) of the val split (32 frames")
+    tested = _verdict({**base, "val_scope": whole, "test_split": "test", "test_psnr": 32.0, "test_psnr_input": 28.2,
+                       "test_psnr_spike_floor": 31.2, "test_ssim": 0.91, "test_scope": whole,
+                       "best_ckpt": "/run/checkpoints/best-step0000320-psnr31.00.ckpt", "best_val_psnr": 31.0})
+    assert tested[2] == "test/psnr 32.00 dB | blurry input 28.20 dB (+3.80) | spike floor 31.20 dB (+0.80)   test/ssim 0.9100"
+    assert tested[3] == ("test figure of the checkpoint selected on val (best-step0000320-psnr31.00.ckpt, val/psnr 31.00 dB) "
+                         "on the whole test split (32 frames of 2 clips at 128x128, full frames): beats the input and "
+                         "the spike floor")

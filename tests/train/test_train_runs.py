@@ -48,7 +48,10 @@ def test_multirun_two_jobs_and_summary_table(synthetic_root: Path, tmp_path: Pat
     assert [r["job"] for r in rows] == ["0", "1"]
     assert "optim.lr=0.001" in rows[0]["overrides"] and "optim.lr=0.002" in rows[1]["overrides"]
     assert all(float(r["val_psnr"]) > 0 and float(r["step_time_s"]) > 0 for r in rows)
-    assert "| job | overrides | val_psnr" in proc.stdout
+    assert all(r["val_split"] == "val" for r in rows)  # each figure names its split
+    best = max(rows, key=lambda r: float(r["val_psnr"]))
+    assert sorted(r["val_rank"] for r in rows) == ["1", "2"] and best["val_rank"] == "1"  # ranked on val only
+    assert "| val_rank | job | overrides | val_split | val_psnr" in proc.stdout
 
 
 def test_multirun_with_ddp_is_refused(synthetic_root: Path, tmp_path: Path) -> None:

@@ -1,30 +1,40 @@
 """LightningDataModule over a GoPro-spike dataset (the embedded synthetic one by default)."""
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 import json
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from vrt_spike.data import synthesize as synth
 from vrt_spike.data.dataset import SpikeDeblurDataset, collate_samples
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
+from vrt_spike.data.splits import Split, resolve_splits
 
 __all__ = ["SpikeDeblurDataModule"]
+
+# The splits each Lightning stage reads (they must exist; the others are checked when present).
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    None: ("train", "val", "test"), "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 log = logging.getLogger(__name__)
 
 
 class SpikeDeblurDataModule(L.LightningDataModule):
-    """Train/val/test loaders of :class:`SpikeDeblurDataset`.
+    """Training windows of :class:`SpikeDeblurDataset`; whole val and test clips of :class:`ClipDataset`.
 
     ``__init__`` only stores settings (it runs in every DDP process). ``prepare_data`` (one process
-    per node) builds the synthetic dataset when ``build_if_missing`` and the spike caches when
-    ``cache``; ``setup`` (every process) indexes the splits. Under DDP Lightning wraps the loaders
+    per node) builds the synthetic dataset when ``build_if_missing`` and the training split's spike
+    cache when ``cache``; ``setup`` (every process) resolves the splits (:mod:`vrt_spike.data.splits`:
+    no clip in two of them) and indexes them. Training draws ``clip_len``-frame crops; validation
+    and test restore every frame of every clip of their split, one whole clip per batch, as
+    ``evaluate.py`` and ``predict.py`` do (``module.tile`` sets the temporal window), so a
+    checkpoint's val figure is ``evaluate.py split=val``'s. Under DDP Lightning wraps the loaders
     in a ``DistributedSampler`` (shuffled for train), so each rank sees its own shard.
 
     Args:
@@ -43,11 +53,14 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         augment: ``PairedAugment`` flags for training (``hflip``, ``vflip``, ``rot90``, ``time_reverse``).
         spike_upsample: ``nearest`` or ``bilinear``.
         flip_spike_rows, drop_partial_frames: ``.dat`` reading options.
-        train_stride: step between training windows; ``eval_stride``: between val/test windows
-            (default ``clip_len``: non-overlapping).
+        train_stride: step between training windows.
         eval_crop_size: centre crop for val/test, or None for full frames.
-        train_split, val_split, test_split: split directory names (GoPro-spike has train/test, so
-            validation uses ``test`` unless told otherwise).
+        train_split, val_split, test_split: split directory names of the layout. Validation selects
+            (checkpoints, early stopping, sweeps); test is reported: they never share a clip.
+        val_clips: validation held out of the training directory (``val_split == train_split``;
+            GoPro-spike has only train/test): a count (evenly spaced over the sorted clip names)
+            or a list of clip names; those clips leave training. None: ``val_split`` is a
+            directory of its own (the synthetic dataset's ``val``).
         spike_floor: non-learned reading (``sdm`` | ``tfp`` | None) added to val/test samples as
             ``spike_floor`` and scored as ``val/psnr_spike_floor``.
         sharp_instant, sharp_width: where the ground truth sits in each exposure, as fractions of it
@@ -77,11 +90,11 @@ class SpikeDeblurDataModule(L.LightningDataModule):
         flip_spike_rows: bool = True,
         drop_partial_frames: bool = False,
         train_stride: int = 1,
-        eval_stride: int | None = None,
         eval_crop_size: int | None = None,
         train_split: str = "train",
-        val_split: str = "test",
+        val_split: str = "val",
         test_split: str = "test",
+        val_clips: int | Sequence[str] | None = None,
         spike_floor: str | None = None,
         sharp_instant: float = 0.5,
         sharp_width: float = 0.125,
@@ -100,9 +113,10 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             raise ValueError(f"data.augment.time_reverse=true needs the ground truth at the exposure's middle "
                              f"(data.sharp_instant=0.5), got data.sharp_instant={sharp_instant}: reversal would move "
                              f"it to {1 - sharp_instant:g}. Set data.augment.time_reverse=false")
+        self.splits: dict[str, Split] | None = None
         self.data_train: SpikeDeblurDataset | None = None
-        self.data_val: SpikeDeblurDataset | None = None
-        self.data_test: SpikeDeblurDataset | None = None
+        self.data_val: ClipDataset | None = None
+        self.data_test: ClipDataset | None = None
 
     @property
     def cache_dir(self) -> Path | None:
@@ -110,28 +124,37 @@ class SpikeDeblurDataModule(L.LightningDataModule):
             return None
         return Path(self.hparams.cache_dir) if self.hparams.cache_dir else self.root / "GOPRO_Large_spike_seq" / "spike_vox"
 
-    def _dataset(self, split: str, train: bool) -> SpikeDeblurDataset:
+    def resolve_splits(self, *needed: str) -> dict[str, Split]:
+        """The clips of each split on disk (``needed`` ones must exist); a clip in two splits is an error."""
+        hp = self.hparams
+        return resolve_splits(self.root, train_split=hp.train_split, val_split=hp.val_split, test_split=hp.test_split,
+                              val_clips=hp.val_clips, needed=needed)
+
+    def _train_dataset(self, split: Split) -> SpikeDeblurDataset:
         hp = self.hparams
         return SpikeDeblurDataset(
             self.root,
-            split,
+            split.directory,
+            clips=split.clips,
             clip_len=hp.clip_len,
-            crop_size=hp.crop_size if train else hp.eval_crop_size,
+            crop_size=hp.crop_size,
             num_bins=hp.num_bins,
             representation=hp.representation,
             tfp_window=hp.tfp_window,
-            augment=self.augment if train else None,
-            stride=hp.train_stride if train else (hp.eval_stride or hp.clip_len),
+            augment=self.augment,
+            stride=hp.train_stride,
             spike_upsample=hp.spike_upsample,
             flip_spike_rows=hp.flip_spike_rows,
             drop_partial_frames=hp.drop_partial_frames,
             cache_dir=self.cache_dir,
-            spike_floor=None if train else hp.spike_floor,
-            sharp_instant=hp.sharp_instant,
-            sharp_width=hp.sharp_width,
-            spike_threshold=hp.spike_threshold,
-            spike_gain=hp.spike_gain,
         )
+
+    def _clip_dataset(self, split: Split) -> ClipDataset:
+        """Every whole clip of a val or test split, at ``eval_crop_size``, with the spike floor."""
+        hp = self.hparams
+        clips = gt_clips(self.root, split.directory, drop_partial=hp.drop_partial_frames, clips=split.clips)
+        return ClipDataset(clips, SpikeReading.from_data_config(hp), crop_size=hp.eval_crop_size,
+                           floor=FloorReading.from_data_config(hp))
 
     def _check_sharp_window(self) -> None:
         """A synthetic dataset knows where its ground truth sits: the configured window must agree."""
@@ -149,30 +172,32 @@ class SpikeDeblurDataModule(L.LightningDataModule):
                              f"set data.sharp_instant={expected:g}")
 
     def prepare_data(self) -> None:
-        """Build what is missing: the synthetic dataset, then each split's spike cache."""
+        """Build what is missing: the synthetic dataset, then the training split's spike cache
+        (val and test restore whole clips from the raw streams, as ``predict.py`` reads footage)."""
         if self.hparams.build_if_missing and (not self.root.exists() or (self.root / synth.MANIFEST).exists()):
             if synth.synthesize(self.root, self.synth_config, if_missing=True):
                 log.info("built synthetic dataset at %s", self.root)
         if self.hparams.cache:
-            for split in dict.fromkeys((self.hparams.train_split, self.hparams.val_split, self.hparams.test_split)):
-                self._dataset(split, train=False).build_cache()
+            self._train_dataset(self.resolve_splits("train")["train"]).build_cache()
 
     def setup(self, stage: str | None = None) -> None:
         self._check_sharp_window()
+        self.splits = self.resolve_splits(*STAGE_SPLITS[stage])
         if stage in (None, "fit") and self.data_train is None:
-            self.data_train = self._dataset(self.hparams.train_split, train=True)
+            self.data_train = self._train_dataset(self.splits["train"])
         if stage in (None, "fit", "validate") and self.data_val is None:
-            self.data_val = self._dataset(self.hparams.val_split, train=False)
+            self.data_val = self._clip_dataset(self.splits["val"])
         if stage in (None, "test", "predict") and self.data_test is None:
-            self.data_test = self._dataset(self.hparams.test_split, train=False)
+            self.data_test = self._clip_dataset(self.splits["test"])
 
-    def _loader(self, dataset: SpikeDeblurDataset | None, shuffle: bool, name: str) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, name: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset not set up: call setup() first")
         hp = self.hparams
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            # val/test: one whole clip per batch (clips may differ in length)
+            batch_size=self.batch_size if shuffle else 1,
             # The order is drawn from the global RNG when the first batch is fetched (after the
             # module's per-epoch reseed); the loader's own generator feeds only the workers' base
             # seed, so creating an iterator never consumes the global RNG. Lightning creates the

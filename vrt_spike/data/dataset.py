@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ from vrt_spike.data.cache import CacheSpec, VoxelCache, build_cache, cache_file,
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
-from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
 
 __all__ = ["SpikeDeblurDataset", "read_png", "collate_samples"]
 
@@ -43,14 +42,15 @@ class SpikeDeblurDataset(Dataset):
     ``spike (T, K, H, W)`` float32 in [0, 1] on the RGB grid, ``clip`` (name), ``frame_start``
     (file index of the window's first frame, before any time reversal) and ``timings``
     (milliseconds per loading stage: ``read_png``, ``decode_spike`` + ``voxelize`` or
-    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``spike_floor``, ``total``; measured
-    with ``time.perf_counter``). With ``spike_floor`` set, also ``spike_floor (T, 3, H, W)``: the
-    non-learned reading of the raw spike stream (:mod:`vrt_spike.models.classical`), the floor a
-    learned model must beat.
+    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``total``; measured with
+    ``time.perf_counter``). Training reads it; validation and test restore whole clips
+    (:class:`vrt_spike.data.footage.ClipDataset`, with the spike floor).
 
     Args:
         root: dataset root in the GoPro-spike layout.
-        split: ``train`` or ``test`` (a ``{split}_GT`` directory).
+        split: ``train``, ``val`` or ``test`` (a ``{split}_GT`` directory).
+        clips: only these clips of the split (:mod:`vrt_spike.data.splits`: validation held out of
+            training), or None for all.
         clip_len: frames per sample.
         crop_size: square RGB crop; None for full frames. Random when ``augment`` is given,
             centred otherwise.
@@ -64,10 +64,6 @@ class SpikeDeblurDataset(Dataset):
         flip_spike_rows: ``.dat`` rows are stored upside down (the camera convention).
         drop_partial_frames: drop a trailing partial spike frame with a warning instead of failing.
         cache_dir: read counts from the HDF5 cache in this directory (built by :meth:`build_cache`).
-        spike_floor: ``sdm`` or ``tfp`` to add the ``spike_floor`` reading (no augmentation), or None.
-        sharp_instant, sharp_width: the window the floor reads, as fractions of the exposure
-            (where the ground truth sits).
-        spike_threshold, spike_gain: the camera constants TFP scales its rate by.
     """
 
     def __init__(
@@ -75,6 +71,7 @@ class SpikeDeblurDataset(Dataset):
         root: str | os.PathLike,
         split: str,
         *,
+        clips: Sequence[str] | None = None,
         clip_len: int,
         crop_size: int | None,
         num_bins: int,
@@ -86,11 +83,6 @@ class SpikeDeblurDataset(Dataset):
         flip_spike_rows: bool = True,
         drop_partial_frames: bool = False,
         cache_dir: str | os.PathLike | None = None,
-        spike_floor: str | None = None,
-        sharp_instant: float = 0.5,
-        sharp_width: float = 0.125,
-        spike_threshold: float = 2.0,
-        spike_gain: float = 1.0,
     ) -> None:
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
@@ -100,14 +92,7 @@ class SpikeDeblurDataset(Dataset):
         self.clip_len, self.crop_size = clip_len, crop_size
         self.spike_upsample = spike_upsample
         self.augment = PairedAugment(**augment) if augment is not None else None
-        if spike_floor is not None and spike_floor not in FLOOR_METHODS:
-            raise ValueError(f"data.spike_floor must be one of {FLOOR_METHODS} or null, got {spike_floor!r}")
-        if spike_floor is not None and augment is not None:
-            raise ValueError("data.spike_floor is scored on val/test samples, which are not augmented; "
-                             "got a dataset with augment set")
-        self.floor = {"method": spike_floor, "center": float(sharp_instant), "width": float(sharp_width),
-                      "threshold": float(spike_threshold), "gain": float(spike_gain)} if spike_floor else None
-        spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames)
+        spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames, clips=clips)
         self.spike_size = (spike_cfg.height, spike_cfg.width)
         self.spec = CacheSpec(representation, num_bins, tfp_window, *self.spike_size, flip_spike_rows, drop_partial_frames)
 
@@ -170,7 +155,6 @@ class SpikeDeblurDataset(Dataset):
         t1 = time.perf_counter()
         timings["read_png"] = (t1 - t0) * 1e3
 
-        bits: list[np.ndarray] | None = None
         if self.cache is not None:
             spike = self.cache.read(clip.name, start, stop, box.spike)
             t2 = time.perf_counter()
@@ -203,15 +187,6 @@ class SpikeDeblurDataset(Dataset):
         t5 = time.perf_counter()
         timings["to_tensor"] = (t5 - t4) * 1e3
         sample = {"blur": blur_t, "sharp": sharp_t, "spike": spike_t, "clip": clip.name, "frame_start": start}
-        if self.floor is not None:
-            # Read from the raw stream (not the voxels): its own window, upsampled bilinearly.
-            raw = bits if bits is not None else self._read_bits(clip, start, stop, box)
-            sample["spike_floor"] = torch.stack([
-                spike_floor(self.floor["method"], b, torch.from_numpy(r.astype(np.float32)),
-                            center=self.floor["center"], width=self.floor["width"],
-                            threshold=self.floor["threshold"], gain=self.floor["gain"])
-                for b, r in zip(blur_t, raw)])
-            timings["spike_floor"] = (time.perf_counter() - t5) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         sample["timings"] = timings
         return sample

@@ -30,9 +30,10 @@ from vrt_spike.data.dataset import read_png
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import SpikeFormatError, count_frames, read_dat
 from vrt_spike.data.transforms import Box, center_crop_box, full_box, spike_scale, upsample_spike
+from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
 
 __all__ = [
-    "FootageError", "FootageClip", "SpikeReading", "folder_clip", "layout_clips", "gt_clips",
+    "FootageError", "FootageClip", "SpikeReading", "FloorReading", "folder_clip", "layout_clips", "gt_clips",
     "read_clip", "read_spikes", "ClipDataset",
 ]
 
@@ -78,6 +79,33 @@ class SpikeReading:
         return cls(int(data["num_bins"]), str(data.get("representation", "voxel")), data.get("tfp_window"),
                    str(data.get("spike_upsample", "nearest")), bool(data.get("flip_spike_rows", True)),
                    bool(data.get("drop_partial_frames", False)))
+
+
+@dataclass(frozen=True)
+class FloorReading:
+    """The non-learned spike reading scored beside every restored frame (``data.spike_floor``)."""
+
+    method: str  # one of classical.FLOOR_METHODS
+    center: float  # data.sharp_instant
+    width: float  # data.sharp_width
+    threshold: float = 2.0  # camera constants of tfp
+    gain: float = 1.0
+
+    @classmethod
+    def from_data_config(cls, data: Mapping[str, Any]) -> FloorReading | None:
+        """From ``data.spike_floor`` (None when it is null), ``sharp_instant``, ``sharp_width``, ``spike_*``."""
+        method = data.get("spike_floor")
+        if method is None:
+            return None
+        if method not in FLOOR_METHODS:
+            raise ValueError(f"data.spike_floor must be one of {FLOOR_METHODS} or null, got {method!r}")
+        return cls(str(method), float(data["sharp_instant"]), float(data["sharp_width"]),
+                   float(data.get("spike_threshold", 2.0)), float(data.get("spike_gain", 1.0)))
+
+    def read(self, blur: Tensor, raw: np.ndarray) -> Tensor:
+        """``blur (3, H, W)`` and its exposure's raw ``(N, h, w)`` 0/1 spikes -> the reading ``(3, H, W)``."""
+        return spike_floor(self.method, blur, torch.from_numpy(raw.astype(np.float32)), center=self.center,
+                           width=self.width, threshold=self.threshold, gain=self.gain)
 
 
 def _files(directory: Path, suffix: str, what: str) -> dict[str, Path]:
@@ -161,11 +189,13 @@ def layout_clips(root: str | os.PathLike, split: str, *, drop_partial: bool = Fa
                   (cfg.height, cfg.width), str(layout.config_path(root)), None, drop_partial) for name in names]
 
 
-def gt_clips(root: str | os.PathLike, split: str, *, drop_partial: bool = False) -> list[FootageClip]:
-    """Every clip of ``split`` with its sharp frames (evaluation), as ``layout.discover`` validates them."""
-    spike_cfg, clips = layout.discover(root, split, drop_partial=drop_partial)
+def gt_clips(root: str | os.PathLike, split: str, *, drop_partial: bool = False,
+             clips: Sequence[str] | None = None) -> list[FootageClip]:
+    """The clips of ``split`` (all, or those named in ``clips``) with their sharp frames (validation
+    and evaluation), as ``layout.discover`` validates them."""
+    spike_cfg, found = layout.discover(root, split, drop_partial=drop_partial, clips=clips)
     return [FootageClip(c.name, tuple(p.stem for p in c.blur), c.blur, c.spike, c.sharp, c.rgb_size,
-                        (spike_cfg.height, spike_cfg.width), c.spike_frames) for c in clips]
+                        (spike_cfg.height, spike_cfg.width), c.spike_frames) for c in found]
 
 
 def _box(clip: FootageClip, crop_size: int | None) -> Box:
@@ -180,9 +210,11 @@ def read_spikes(clip: FootageClip, index: int, reading: SpikeReading) -> np.ndar
     return read_dat(clip.spike[index], h, w, flip=reading.flip_rows, drop_partial=reading.drop_partial)
 
 
-def read_clip(clip: FootageClip, reading: SpikeReading, *, crop_size: int | None = None) -> dict[str, Tensor]:
+def read_clip(clip: FootageClip, reading: SpikeReading, *, crop_size: int | None = None,
+              floor: FloorReading | None = None) -> dict[str, Tensor]:
     """Decode a whole clip: ``blur (T, 3, H, W)``, ``spike (T, K, H, W)`` on the RGB grid, and
-    ``sharp (T, 3, H, W)`` when the clip has ground truth; float32 in [0, 1].
+    ``sharp (T, 3, H, W)`` when the clip has ground truth; float32 in [0, 1]. With ``floor``, also
+    ``spike_floor (T, 3, H, W)``: that reading of each frame's raw stream (not of the voxels).
 
     ``crop_size``: the centre crop of evaluation (``data.eval_crop_size``), or None for full frames.
     """
@@ -198,27 +230,38 @@ def read_clip(clip: FootageClip, reading: SpikeReading, *, crop_size: int | None
         frames = np.stack([read_png(p, clip.rgb_size)[y0 : y0 + bh, x0 : x0 + bw] for p in paths])
         return torch.from_numpy(np.divide(frames.transpose(0, 3, 1, 2), 255, dtype=np.float32))
 
-    spike = np.stack([
-        normalise(*spike_counts(read_spikes(clip, i, reading)[:, sy : sy + sh, sx : sx + sw], reading.num_bins,
-                                reading.representation, reading.tfp_window))
-        for i in range(len(clip))
-    ])
-    spike = upsample_spike(spike, (bh, bw), reading.upsample)
-    out = {"blur": rgb(clip.blur), "spike": torch.from_numpy(np.ascontiguousarray(spike, dtype=np.float32))}
+    blur = rgb(clip.blur)
+    counts, floor_frames = [], []
+    for i in range(len(clip)):
+        raw = read_spikes(clip, i, reading)[:, sy : sy + sh, sx : sx + sw]
+        counts.append(normalise(*spike_counts(raw, reading.num_bins, reading.representation, reading.tfp_window)))
+        if floor is not None:
+            floor_frames.append(floor.read(blur[i], raw))
+    spike = upsample_spike(np.stack(counts), (bh, bw), reading.upsample)
+    out = {"blur": blur, "spike": torch.from_numpy(np.ascontiguousarray(spike, dtype=np.float32))}
     if clip.sharp is not None:
         out["sharp"] = rgb(clip.sharp)
+    if floor is not None:
+        out["spike_floor"] = torch.stack(floor_frames)
     return out
 
 
 class ClipDataset(Dataset):
-    """One whole clip per item: :func:`read_clip`'s tensors plus ``clip`` (name) and ``frame_start`` (0)."""
+    """One whole clip per item: :func:`read_clip`'s tensors plus ``clip`` (name) and ``frame_start`` (0).
 
-    def __init__(self, clips: Sequence[FootageClip], reading: SpikeReading, *, crop_size: int | None = None) -> None:
-        self.clips, self.reading, self.crop_size = list(clips), reading, crop_size
+    The DataModule's val and test loaders are this dataset (``evaluate.py`` scores through them) and
+    ``predict.py`` decodes with the same :func:`read_clip`, so every score reads the same frames the
+    same way.
+    """
+
+    def __init__(self, clips: Sequence[FootageClip], reading: SpikeReading, *, crop_size: int | None = None,
+                 floor: FloorReading | None = None) -> None:
+        self.clips, self.reading, self.crop_size, self.floor = list(clips), reading, crop_size, floor
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
-        return {**read_clip(clip, self.reading, crop_size=self.crop_size), "clip": clip.name, "frame_start": 0}
+        frames = read_clip(clip, self.reading, crop_size=self.crop_size, floor=self.floor)
+        return {**frames, "clip": clip.name, "frame_start": 0}

@@ -13,6 +13,7 @@ pixels are decoded by the dataset.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from vrt_spike.data.spike_io import count_frames
 
 __all__ = [
     "RGB_DIR", "SPIKE_DIR", "CONFIG_NAME", "sharp_dir", "blur_dir", "spike_dir", "config_path",
-    "LayoutError", "SpikeConfig", "Clip", "read_spike_config", "discover",
+    "LayoutError", "SpikeConfig", "Clip", "read_spike_config", "clip_names", "discover",
 ]
 
 RGB_DIR = "GOPRO_Large"
@@ -103,21 +104,36 @@ def _png_size(path: Path) -> tuple[int, int]:
         raise LayoutError(f"{path}: unreadable PNG (expected a PNG image): {err}") from err
 
 
-def discover(root: str | os.PathLike, split: str, *, drop_partial: bool = False) -> tuple[SpikeConfig, list[Clip]]:
+def clip_names(root: str | os.PathLike, split: str) -> list[str]:
+    """Sorted clip names of ``split`` (the directories under ``<root>/GOPRO_Large/<split>_GT``)."""
+    sharp_root = Path(root) / RGB_DIR / f"{split}_GT"
+    if not sharp_root.is_dir():
+        raise FileNotFoundError(f"{sharp_root}: missing split directory (expected sharp clips of split {split!r})")
+    return sorted(p.name for p in sharp_root.iterdir() if p.is_dir())
+
+
+def discover(root: str | os.PathLike, split: str, *, drop_partial: bool = False,
+             clips: Sequence[str] | None = None) -> tuple[SpikeConfig, list[Clip]]:
     """List and validate the clips of ``split``.
 
     Raises :class:`FileNotFoundError` / :class:`LayoutError` naming the file and the expected vs
     actual value for a missing directory or config, a missing spike file, mismatched frame lists,
     mis-sized ``.dat`` files (see :func:`spike_io.count_frames`) or PNGs of differing sizes.
+    ``clips``: only these clip names of the split (a held-out subset, :mod:`vrt_spike.data.splits`),
+    each of which must exist; None: every clip.
     """
     root = Path(root)
     spike_cfg = read_spike_config(root)
     sharp_root = root / RGB_DIR / f"{split}_GT"
-    if not sharp_root.is_dir():
-        raise FileNotFoundError(f"{sharp_root}: missing split directory (expected sharp clips of split {split!r})")
-    clips = []
-    for clip_path in sorted(p for p in sharp_root.iterdir() if p.is_dir()):
-        name = clip_path.name
+    names = clip_names(root, split)
+    if clips is not None:
+        unknown = sorted(set(clips) - set(names))
+        if unknown:
+            raise FileNotFoundError(f"{sharp_root}: no clip directories {unknown[:5]} (expected the clips the split "
+                                    f"names; found {len(names)})")
+        names = sorted(set(clips))
+    found = []
+    for name in names:
         dirs = {"sharp": root / sharp_dir(split, name), "blur": root / blur_dir(split, name), "spike": root / spike_dir(split, name)}
         for kind, d in dirs.items():
             if not d.is_dir():
@@ -146,7 +162,7 @@ def discover(root: str | os.PathLike, split: str, *, drop_partial: bool = False)
         spike_frames = tuple(
             count_frames(spike[s], spike_cfg.height, spike_cfg.width, drop_partial=drop_partial) for s in stems
         )
-        clips.append(Clip(
+        found.append(Clip(
             name=name,
             sharp=tuple(sharp[s] for s in stems),
             blur=tuple(blur[s] for s in stems),
@@ -154,6 +170,6 @@ def discover(root: str | os.PathLike, split: str, *, drop_partial: bool = False)
             rgb_size=sizes.pop(),
             spike_frames=spike_frames,
         ))
-    if not clips:
+    if not found:
         raise LayoutError(f"{sharp_root}: no clip directories (expected at least 1)")
-    return spike_cfg, clips
+    return spike_cfg, found

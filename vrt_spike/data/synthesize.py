@@ -2,7 +2,8 @@
 
 Each clip is a high-frame-rate scene: a textured background seen by a moving camera plus textured
 objects that move and rotate along smooth paths. Every RGB frame integrates ``sub_frames``
-consecutive sub-frames: blur = their mean, sharp = the middle one. Spikes come from
+consecutive sub-frames: blur = their mean, sharp = the middle one. Three splits of their own
+scenes: ``train``, ``val`` (model selection) and ``test`` (the reported figure). Spikes come from
 integrate-and-fire over the same sub-frames at ``1 / spike_scale`` of the RGB resolution
 (``spike_steps`` steps per sub-frame, charge carried across frames), one ``.dat`` per RGB frame.
 
@@ -36,11 +37,13 @@ from vrt_spike.data import layout
 from vrt_spike.data.simulate import blur_and_sharp, downsample_area, integrate_and_fire, luminance
 from vrt_spike.data.spike_io import write_dat
 
-__all__ = ["SynthConfig", "Scene", "MANIFEST", "synthesize", "is_complete", "main"]
+__all__ = ["SynthConfig", "Scene", "MANIFEST", "SPLITS", "synthesize", "is_complete", "main"]
 
 MANIFEST = "manifest.json"
-_FORMAT = "vrt-spike-synthetic/2"  # /2: luminance-dominant textures
+_FORMAT = "vrt-spike-synthetic/3"  # /2: luminance-dominant textures; /3: a val split of its own scenes
 _CLIP_PREFIX = "synth_"
+# The splits in the order of their scene seeds (a split's index is part of each clip's seed).
+SPLITS = ("train", "test", "val")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class SynthConfig:
 
     seed: int = 0
     train_clips: int = 6
+    val_clips: int = 2  # model selection (checkpoints, early stopping) reads these, never the test clips
     test_clips: int = 2
     frames: int = 16
     height: int = 128
@@ -64,7 +68,7 @@ class SynthConfig:
     camera_speed: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("train_clips", "test_clips"):
+        for name in ("train_clips", "val_clips", "test_clips"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("frames", "height", "width", "sub_frames", "spike_steps", "spike_scale"):
@@ -324,9 +328,12 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, if_m
         config = {"spike_h": spike_h, "spike_w": spike_w, "spike_frames_per_image": cfg.sub_frames * cfg.spike_steps}
         (tmp / layout.config_path("")).write_text(yaml.safe_dump(config, sort_keys=False))
         with _single_thread_torch():
-            for split, count in (("train", cfg.train_clips), ("test", cfg.test_clips)):
-                for k in range(count):
-                    rng = np.random.default_rng([cfg.seed, ("train", "test").index(split), k])
+            counts = {"train": cfg.train_clips, "test": cfg.test_clips, "val": cfg.val_clips}
+            for split_index, split in enumerate(SPLITS):
+                for k in range(counts[split]):
+                    # A scene's seed is (seed, split, index): no split shares a scene with another,
+                    # and adding the val split left the train and test scenes as they were.
+                    rng = np.random.default_rng([cfg.seed, split_index, k])
                     _write_clip(tmp, split, f"{_CLIP_PREFIX}{split}_{k:03d}", cfg, rng)
         manifest_tmp = tmp / f".{MANIFEST}.tmp"
         manifest_tmp.write_text(json.dumps(_manifest(cfg), indent=2) + "\n")
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     built = synthesize(args.out, cfg, if_missing=args.if_missing)
     if built:
-        print(f"wrote {args.out} ({cfg.train_clips} train + {cfg.test_clips} test clips of {cfg.frames} frames, "
+        print(f"wrote {args.out} ({cfg.train_clips} train + {cfg.val_clips} val + {cfg.test_clips} test clips of {cfg.frames} frames, "
               f"RGB {cfg.height}x{cfg.width}, spikes {cfg.spike_size[0]}x{cfg.spike_size[1]}) in {time.perf_counter() - start:.1f} s")
     else:
         print(f"{args.out} already complete; nothing to do")

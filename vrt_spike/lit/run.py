@@ -15,17 +15,18 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from vrt_spike.data.footage import ClipDataset, SpikeReading, gt_clips
+from vrt_spike.data.splits import Split
 from vrt_spike.lit.config import check_config
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
 from vrt_spike.lit.sweep import write_summary
 from vrt_spike.models.classical import FLOOR_METHODS
+from vrt_spike.restore import describe_tile
 
 __all__ = ["train", "evaluate", "load_for_inference", "SavePredictions", "set_tf32"]
 
@@ -126,31 +127,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     ckpt = _resolve_ckpt(cfg.get("ckpt_path"), output_dir)
-    status = "ok"
+    selector = _val_selector(callbacks, bool(cfg.get("test")))
+    status, best, val = "ok", None, {}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        val = {m: _metric(trainer, f"val/{m}") for m in FRAME_METRICS}  # trainer.test resets the metrics
         if cfg.get("test"):
-            trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+            best = _selected_checkpoint(selector)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best)
     except BaseException as err:
         status = f"failed: {type(err).__name__}"
         raise
     finally:
         if trainer.is_global_zero:
             _finish_wandb(loggers, status)
+    splits = datamodule.splits  # set up by fit (train, val) and test
     summary = {
         **_job_info(),
         "model": model_choice,
         "status": status,
         "steps": int(trainer.global_step),
-        "val_psnr": _metric(trainer, "val/psnr"),
-        "val_ssim": _metric(trainer, "val/ssim"),
-        "val_psnr_input": _metric(trainer, "val/psnr_input"),
-        "val_psnr_spike_floor": _metric(trainer, "val/psnr_spike_floor"),
+        # the last validation, on the val split (selection); the test figures below are the
+        # val-selected checkpoint's on the test split, measured once (test=true)
+        "val_split": splits["val"].describe(),
+        **{f"val_{m}": val.get(m) for m in FRAME_METRICS},
         "val_scope": _val_scope(trainer, datamodule, module),
-        "test_psnr": _metric(trainer, "test/psnr"),
+        "best_ckpt": (selector.best_model_path or None) if selector is not None else None,
+        "best_val_psnr": _best_score(selector),
+        "test_split": splits["test"].describe() if best else None,
+        **{f"test_{m}": _metric(trainer, f"test/{m}") if best else None for m in FRAME_METRICS},
+        "test_scope": _test_scope(trainer, datamodule, module) if best else None,
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
         "skipped_steps": module.skipped_steps,
-        "best_ckpt": getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:
@@ -168,43 +176,111 @@ def _finish_wandb(loggers: list[Logger], status: str) -> None:
             wandb.finish(exit_code=0 if status == "ok" else 1)
 
 
+def _val_selector(callbacks: list[Callback], test: bool) -> ModelCheckpoint | None:
+    """The checkpoint callback that selects on a ``val/`` metric (``callbacks.checkpoint_best``).
+
+    ``test=true`` scores what it selected, so a run without one is refused before training starts,
+    as is a checkpoint or early-stopping callback that monitors anything but validation.
+    """
+    selectors = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
+    monitors = [(type(c).__name__, c.monitor) for c in (*selectors, *(c for c in callbacks if isinstance(c, EarlyStopping)))]
+    wrong = [(name, m) for name, m in monitors if not str(m).startswith("val/")]
+    if wrong:
+        raise ValueError(f"checkpoint selection and early stopping read the val split only: {wrong[0][0]} monitors "
+                         f"{wrong[0][1]!r} (expected a val/ metric, e.g. val/psnr)")
+    if test and not selectors:
+        raise ValueError("test=true scores the checkpoint selected on val/psnr, but no ModelCheckpoint monitors a val/ "
+                         "metric: keep callbacks.checkpoint_best (callbacks=default), or run test=false")
+    return selectors[0] if selectors else None
+
+
+def _best_score(selector: ModelCheckpoint | None) -> float | None:
+    score = None if selector is None else selector.best_model_score
+    return None if score is None else float(score)
+
+
+def _selected_checkpoint(selector: ModelCheckpoint | None) -> str:
+    if selector is None or not selector.best_model_path:
+        raise RuntimeError("test=true: no checkpoint was selected on val (no validation ran): lower "
+                           "trainer.val_check_interval to at most trainer.max_steps")
+    return selector.best_model_path
+
+
+def _scope(dataset: Any, scored: int, limit: Any) -> dict[str, Any]:
+    """Frames and clips of a val/test split, the frame size, the frames this rank ``scored``, and whether
+    the loader covered the whole split (no ``limit_*_batches`` below 1.0, no ``eval_crop_size``)."""
+    frames = sum(len(clip) for clip in dataset.clips)
+    crop = getattr(dataset, "crop_size", None)
+    whole = crop is None and (limit is None or (isinstance(limit, float) and limit >= 1.0))
+    return {"frames": frames, "clips": len(dataset.clips), "scored": scored,
+            "size": list(dataset.clips[0].rgb_size) if crop is None else [crop, crop], "whole_split": whole}
+
+
 def _val_scope(trainer: L.Trainer, datamodule: Any, module: DeblurModule) -> dict[str, Any] | None:
     """What the last validation scored: frames, clips, frame size, and whether that is the whole split."""
     data_val = getattr(datamodule, "data_val", None)
     if data_val is None or not module.val_frames_scored:
         return None
-    frames = sum(len(clip) for clip in data_val.clips)
-    crop = getattr(data_val, "crop_size", None)
-    limit = trainer.limit_val_batches
-    whole = crop is None and (limit is None or (isinstance(limit, float) and limit >= 1.0))
-    return {"frames": frames, "clips": len(data_val.clips), "scored": module.val_frames_scored,
-            "size": list(data_val.clips[0].rgb_size) if crop is None else [crop, crop], "whole_split": whole}
+    return _scope(data_val, module.val_frames_scored, trainer.limit_val_batches)
 
 
-def _verdict(summary: dict[str, Any]) -> list[str]:
-    """The line a user reads first: model vs the blurry input and vs the non-learned spike floor."""
-    psnr, blur, floor = summary["val_psnr"], summary["val_psnr_input"], summary.get("val_psnr_spike_floor")
-    scope = summary.get("val_scope")
-    if psnr is None or blur is None:
-        return []
-    line = f"val/psnr {psnr:.2f} dB | blurry input {blur:.2f} dB ({psnr - blur:+.2f})"
+def _test_scope(trainer: L.Trainer, datamodule: Any, module: DeblurModule) -> dict[str, Any] | None:
+    """What ``test=true`` scored (every rank's frames, gathered by the module)."""
+    data_test = getattr(datamodule, "data_test", None)
+    if data_test is None or not module.test_frames:
+        return None
+    return _scope(data_test, len(module.test_frames), trainer.limit_test_batches)
+
+
+def _against_references(prefix: str, psnr: float, ssim: float | None, blur: float, floor: float | None) -> str:
+    """``val/psnr 31.92 dB | blurry input 28.17 dB (+3.75) | spike floor 31.19 dB (+0.73)   val/ssim 0.8917``."""
+    line = f"{prefix}/psnr {psnr:.2f} dB | blurry input {blur:.2f} dB ({psnr - blur:+.2f})"
     if floor is not None:
         line += f" | spike floor {floor:.2f} dB ({psnr - floor:+.2f})"
-    line += f"   val/ssim {summary['val_ssim']:.4f}"
-    if scope is None:
-        return [line]
-    where = f"{scope['frames']} frames of {scope['clips']} clips"
-    if not scope["whole_split"]:
-        return [line, f"NOT a verdict: measured on a subset ({scope['scored']} frames at {scope['size'][0]}x"
-                      f"{scope['size'][1]}) of the val split ({where}); set trainer.limit_val_batches=1.0 and "
-                      "data.eval_crop_size=null"]
-    where += f" at {scope['size'][0]}x{scope['size'][1]}"
-    beats = [name for name, ref in (("the input", blur), ("the spike floor", floor)) if ref is not None and psnr > ref]
-    misses = [name for name, ref in (("the input", blur), ("the spike floor", floor)) if ref is not None and psnr <= ref]
+    return line + (f"   {prefix}/ssim {ssim:.4f}" if ssim is not None else "")
+
+
+def _beats(psnr: float, blur: float, floor: float | None) -> str:
+    refs = (("the input", blur), ("the spike floor", floor))
+    beats = [name for name, ref in refs if ref is not None and psnr > ref]
+    misses = [name for name, ref in refs if ref is not None and psnr <= ref]
     verdict = ("beats " + " and ".join(beats)) if beats else ""
     if misses:
         verdict += ("; " if verdict else "") + "does NOT beat " + " or ".join(misses)
-    return [line, f"verdict on the whole val split ({where}, full frames): {verdict}"]
+    return verdict
+
+
+def _where(scope: dict[str, Any]) -> str:
+    return f"{scope['frames']} frames of {scope['clips']} clips at {scope['size'][0]}x{scope['size'][1]}"
+
+
+def _verdict(summary: dict[str, Any]) -> list[str]:
+    """The lines a user reads first: the model vs the blurry input and vs the non-learned spike floor,
+    on the val split (the last validation), then the val-selected checkpoint on the test split."""
+    psnr, blur, floor = summary["val_psnr"], summary["val_psnr_input"], summary.get("val_psnr_spike_floor")
+    scope, split = summary.get("val_scope"), summary.get("val_split") or "val"
+    if psnr is None or blur is None:
+        return []
+    lines = [_against_references("val", psnr, summary.get("val_ssim"), blur, floor)]
+    if scope is not None and not scope["whole_split"]:
+        lines.append(f"NOT a verdict: measured on a subset ({scope['scored']} frames at {scope['size'][0]}x"
+                     f"{scope['size'][1]}) of the {split} split ({scope['frames']} frames of {scope['clips']} clips); "
+                     "set trainer.limit_val_batches=1.0 and data.eval_crop_size=null")
+    elif scope is not None:
+        lines.append(f"verdict on the whole {split} split ({_where(scope)}, full frames): {_beats(psnr, blur, floor)}")
+    test, test_scope = summary.get("test_psnr"), summary.get("test_scope")
+    if test is not None and summary.get("test_psnr_input") is not None:
+        t_blur, t_floor = summary["test_psnr_input"], summary.get("test_psnr_spike_floor")
+        lines.append(_against_references("test", test, summary.get("test_ssim"), t_blur, t_floor))
+        best = Path(summary["best_ckpt"]).name if summary.get("best_ckpt") else "?"
+        chosen = f"the checkpoint selected on {split} ({best}"
+        chosen += f", val/psnr {summary['best_val_psnr']:.2f} dB)" if summary.get("best_val_psnr") is not None else ")"
+        where = _where(test_scope) if test_scope else "?"
+        whole = "whole " if test_scope and test_scope["whole_split"] else "a subset of the "
+        lines.append(f"test figure of {chosen} on the {whole}{summary.get('test_split') or 'test'} split "
+                     f"({where}{', full frames' if test_scope and test_scope['whole_split'] else ''}): "
+                     f"{_beats(test, t_blur, t_floor)}")
+    return lines
 
 
 def _print_report(summary: dict[str, Any], callbacks: list[Callback]) -> None:
@@ -252,14 +328,26 @@ def _read_checkpoint(path: Path) -> Any:
                          f"{type(err).__name__}: {err}") from err
 
 
+# ``module.tile: ckpt`` (evaluate.py's and predict.py's default): restore as the checkpoint's run
+# validated (its own module.tile), so evaluate.py split=val reproduces the run's val/psnr.
+TILE_FROM_CHECKPOINT = "ckpt"
+# An official VRT release carries no window of its own: upstream's GoPro deblurring test setting
+# (main_test_vrt.py, task 006_VRT_videodeblurring_GoPro: --tile 18 192 192 --tile_overlap 2 20 20).
+OFFICIAL_VRT_TILE = {"tile": [18, 192, 192], "tile_overlap": [2, 20, 20]}
+
+
 def load_for_inference(cfg: DictConfig) -> DeblurModule:
-    """The network of ``cfg.ckpt_path`` in a :class:`DeblurModule` tiled as ``cfg.module.tile`` (evaluate, predict)."""
+    """The network of ``cfg.ckpt_path`` in a :class:`DeblurModule` restoring as ``cfg.module.tile``
+    (evaluate, predict): ``ckpt`` is the checkpoint's own window (:data:`TILE_FROM_CHECKPOINT`)."""
     path = Path(cfg.ckpt_path)
     payload = _read_checkpoint(path)
-    tile = OmegaConf.to_container(cfg.module.tile, resolve=True) if cfg.module.get("tile") else None
+    tile_cfg = cfg.module.get("tile")
+    from_ckpt = tile_cfg == TILE_FROM_CHECKPOINT
+    tile = None if from_ckpt or not tile_cfg else OmegaConf.to_container(tile_cfg, resolve=True)
     if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
         # A train.py checkpoint: its own model config builds the matching network.
-        hparams = {**payload["hyper_parameters"], "tile": tile, "log_images": False}
+        saved = payload["hyper_parameters"]
+        hparams = {**saved, "tile": saved.get("tile") if from_ckpt else tile, "log_images": False}
         # Compiling is a choice of this run (model.compile on the command line), not of the weights.
         hparams["model"] = {**hparams["model"], **{k: cfg.model[k] for k in ("compile", "compile_mode")
                                                    if k in cfg.model}}
@@ -273,7 +361,8 @@ def load_for_inference(cfg: DictConfig) -> DeblurModule:
                          "taken as an official VRT release, which has no spike branch: add model.use_spike=false")
     net = build_net(cfg.model)
     net.load_backbone_checkpoint(path)
-    return DeblurModule(model=cfg.model, optim={"name": "adamw", "lr": 1e-4}, net=net, tile=tile, log_images=False)
+    return DeblurModule(model=cfg.model, optim={"name": "adamw", "lr": 1e-4}, net=net,
+                        tile=OFFICIAL_VRT_TILE if from_ckpt else tile, log_images=False)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -286,43 +375,49 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     os.replace(tmp, path)
 
 
-def _whole_clip_loader(data: DictConfig) -> DataLoader:
-    """The test split one whole clip per batch, so each frame is restored as predict.py restores it."""
+EVAL_SPLITS = ("val", "test")
+
+
+def _split_loader(cfg: DictConfig, split: str) -> tuple[DataLoader, Split]:
+    """The DataModule's loader of ``split`` (val or test): every whole clip of it, one per batch, with
+    the spike floor; the frames validation (val) and ``test=true`` (test) score in a training run."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"evaluate.py split must be one of {EVAL_SPLITS}, got {split!r}")
     # The DataModule only builds the embedded synthetic set when it is missing (data.build_if_missing).
-    hydra.utils.instantiate(data, cache=False, _convert_="all").prepare_data()
-    clips = gt_clips(data.root, data.test_split, drop_partial=bool(data.get("drop_partial_frames", False)))
-    dataset = ClipDataset(clips, SpikeReading.from_data_config(data), crop_size=data.get("eval_crop_size"))
-    return DataLoader(dataset, batch_size=1, num_workers=int(data.get("num_workers", 0)))
-
-
-def _floor_frames(cfg: DictConfig, method: str) -> list[dict[str, Any]]:
-    """Per-frame rows of a non-learned spike reading over the test split (no network, no Lightning)."""
-    with open_dict(cfg):
-        cfg.data.spike_floor = method
-        cfg.data.cache = False  # the floor reads the raw stream; voxel caches would go unused
-        cfg.data.clip_len, cfg.data.eval_stride = 1, 1  # a per-frame reading: any clip length, each frame once
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule = hydra.utils.instantiate(cfg.data, cache=False, _convert_="all")
     datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule.setup("validate" if split == "val" else "test")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    return loader, datamodule.splits[split]
+
+
+def _floor_frames(loader: DataLoader) -> list[dict[str, Any]]:
+    """Per-frame rows of the non-learned spike reading the loader carries (no network, no Lightning)."""
     rows: list[dict[str, Any]] = []
-    for batch in datamodule.test_dataloader():
+    for batch in loader:
         rows += score_frames(batch["spike_floor"], batch)
-    unique = {(r["clip"], r["frame"]): r for r in rows}  # the last window may overlap the one before
-    return [unique[k] for k in sorted(unique)]
+    return rows
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Per-clip and mean PSNR/SSIM on the test split: printed, and written to ``out_csv``.
+    """Per-clip and mean PSNR/SSIM on ``cfg.split`` (test by default; val gives a run's val figure):
+    printed, and written to ``out_csv``.
 
     ``method=checkpoint`` (default) scores ``ckpt_path``; ``method=sdm|tfp`` scores that non-learned
-    reading of the spike stream (:mod:`vrt_spike.models.classical`) on the same frames.
+    reading of the spike stream (:mod:`vrt_spike.models.classical`) on the same frames. Every
+    restored frame stands beside its blurry input and the spike floor (``data.spike_floor``).
     """
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     set_tf32(cfg.get("tf32", True))
     method = cfg.get("method", "checkpoint")
+    split_role = str(cfg.get("split", "test"))
+    restored = "no network"
     if method in FLOOR_METHODS:
-        frames, is_zero = _floor_frames(cfg, method), True
+        with open_dict(cfg):
+            cfg.data.spike_floor = method
+        loader, split = _split_loader(cfg, split_role)
+        frames, is_zero = _floor_frames(loader), True
     elif method == "checkpoint":
         if cfg.get("ckpt_path") is None:
             raise ValueError("evaluate.py method=checkpoint needs ckpt_path=<file> (a train.py .ckpt or an official VRT "
@@ -332,12 +427,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.model = module.hparams.model  # the network the checkpoint holds
         callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
-        trainer.test(module, dataloaders=_whole_clip_loader(cfg.data))
+        loader, split = _split_loader(cfg, split_role)
+        trainer.test(module, dataloaders=loader)
         frames, is_zero = module.test_frames, trainer.is_global_zero
-        floor_method = cfg.data.get("spike_floor")
-        if floor_method and module.use_spike:  # every restored frame stands beside its spike floor
-            floor = {(r["clip"], r["frame"]): r["psnr"] for r in _floor_frames(cfg, floor_method)}
-            frames = [{**r, "psnr_spike_floor": floor[(r["clip"], r["frame"])]} for r in frames]
+        restored = describe_tile(module.hparams.tile)
     else:
         raise ValueError(f"evaluate.py method must be checkpoint or one of {FLOOR_METHODS}, got {method!r}")
     clips, mean = summarise_frames(frames)
@@ -351,10 +444,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame", *metrics])
         width = max(len(r["clip"]) for r in rows)
         heads = {"psnr": "PSNR", "ssim": "SSIM", "psnr_input": "PSNR(input)", "psnr_spike_floor": "PSNR(floor)"}
-        print(f"\n{method if method != 'checkpoint' else cfg.ckpt_path}")
+        print(f"\n{method if method != 'checkpoint' else cfg.ckpt_path} on the {split.describe()} split "
+              f"({restored})")
         print(f"{'clip':<{width}}  frames  " + "  ".join(f"{heads[m]:>11}" for m in metrics))
         for r in rows:
             print(f"{r['clip']:<{width}}  {r['frames']:>6}  " + "  ".join(f"{r[m]:>11.4f}" if m == "ssim" else f"{r[m]:>11.2f}"
                                                                       for m in metrics))
         print(f"written: {out_csv}", flush=True)
-    return {"clips": clips, "mean": mean, "csv": str(cfg.out_csv)}
+    return {"clips": clips, "mean": mean, "csv": str(cfg.out_csv), "split": split.describe()}

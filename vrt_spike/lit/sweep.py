@@ -12,12 +12,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["SUMMARY_FILE", "SweepSummaryCallback", "write_summary", "read_job_summaries", "format_table"]
+__all__ = ["SUMMARY_FILE", "SweepSummaryCallback", "write_summary", "rank_by_val", "read_job_summaries", "format_table"]
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"   # written by every train.py job in its run dir
-COLUMNS = ("job", "overrides", "val_psnr", "val_psnr_input", "val_psnr_spike_floor", "val_ssim", "step_time_s", "steps", "status", "run_dir")
+# Jobs are ranked by val_psnr (the selection split) only; the test columns (test=true: each job's
+# val-selected checkpoint on the test split) are reported, never ranked on.
+COLUMNS = ("val_rank", "job", "overrides", "val_split", "val_psnr", "val_psnr_input", "val_psnr_spike_floor", "val_ssim",
+           "test_split", "test_psnr", "test_psnr_input", "test_psnr_spike_floor", "step_time_s", "steps", "status",
+           "run_dir")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -32,8 +36,16 @@ def write_summary(run_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
     return path
 
 
+def rank_by_val(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sets ``val_rank`` (1 = best ``val_psnr``; jobs without one get none); rows keep their order."""
+    scored = sorted((r for r in rows if isinstance(r.get("val_psnr"), (int, float))), key=lambda r: -r["val_psnr"])
+    for rank, row in enumerate(scored, 1):
+        row["val_rank"] = rank
+    return rows
+
+
 def read_job_summaries(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One row per job directory under ``sweep_dir`` (a job without a summary counts as failed)."""
+    """One row per job directory under ``sweep_dir`` (a job without a summary counts as failed), ranked by val."""
     rows = []
     for job_dir in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
         if not job_dir.is_dir() or not (job_dir / ".hydra").is_dir():
@@ -45,7 +57,7 @@ def read_job_summaries(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             row = {"job": job_dir.name, "status": "no summary (crashed or still running)"}
         row["run_dir"] = str(job_dir)
         rows.append(row)
-    return rows
+    return rank_by_val(rows)
 
 
 def _fmt(value: Any) -> str:
@@ -64,7 +76,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepSummaryCallback(Callback):
-    """After ``-m``: ``<sweep dir>/sweep_summary.csv`` and ``.md`` (job, overrides, val PSNR, step time)."""
+    """After ``-m``: ``<sweep dir>/sweep_summary.csv`` and ``.md`` (rank on val, job, overrides, the val and test
+    figures with the split each was measured on, step time)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
