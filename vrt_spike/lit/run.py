@@ -149,12 +149,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "steps": int(trainer.global_step),
         # the last validation, on the val split (selection); the test figures below are the
         # val-selected checkpoint's on the test split, measured once (test=true)
-        "val_split": splits["val"].describe(),
+        "val_split": splits["val"].describe() if "val" in splits else None,
         **{f"val_{m}": val.get(m) for m in FRAME_METRICS},
         "val_scope": _val_scope(trainer, datamodule, module),
         "best_ckpt": (selector.best_model_path or None) if selector is not None else None,
         "best_val_psnr": _best_score(selector),
-        "test_split": splits["test"].describe() if best else None,
+        "test_split": splits["test"].describe() if best and "test" in splits else None,
         **{f"test_{m}": _metric(trainer, f"test/{m}") if best else None for m in FRAME_METRICS},
         "test_scope": _test_scope(trainer, datamodule, module) if best else None,
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,

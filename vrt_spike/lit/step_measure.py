@@ -58,6 +58,7 @@ class FixedBatchDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key} must be >= 1, got {value!r}")
         self.batch_size, self.clip_len, self.crop_size = int(batch_size), int(clip_len), int(crop_size)
         self.num_bins, self.steps, self.seed = int(num_bins), int(steps), int(seed)
+        self.splits: dict[str, Any] = {}  # random batches: no split of a dataset to name in the summary
 
     def make_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
