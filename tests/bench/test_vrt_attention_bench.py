@@ -28,7 +28,7 @@ def _run(bench, impl: str, mode: str) -> dict:
     return bench._worker(bench._parse(argv))
 
 
-@pytest.mark.parametrize("mode", ["infer", "train"])
+@pytest.mark.parametrize("mode", ["infer", pytest.param("train", marks=pytest.mark.slow)])
 def test_worker_counts_which_attention_kernels_ran(bench, mode: str) -> None:
     sdpa, explicit = _run(bench, "sdpa", mode), _run(bench, "explicit", mode)
     assert explicit["fused_attn"] == 0 and explicit["softmax"] > 0

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from vrt_spike.timing.table import read_rows, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +49,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # three gloo processes: about a minute on 2 cores
 def test_ddp_three_processes_rows_for_every_rank(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests" / "timing"), out=str(tmp_path / "run")))

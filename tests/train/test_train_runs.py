@@ -20,7 +20,8 @@ def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
 
 
-@pytest.mark.parametrize("flow_freeze_steps", [0, 2])  # 2: the flow gets requires_grad=False before DDP wraps
+# 2: the flow gets requires_grad=False before DDP wraps (slow: the fast suite keeps one DDP fit)
+@pytest.mark.parametrize("flow_freeze_steps", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path, flow_freeze_steps: int) -> None:
     run_dir = tmp_path / "run"
     proc = run_script("train.py", [*tiny_overrides(synthetic_root), "trainer.devices=3", f"hydra.run.dir={run_dir}",
@@ -73,6 +74,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(synthetic_root: Path, tmp_path: Path) -> None:
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     _ok(run_script("train.py", _resume_args(synthetic_root, ref_dir), cwd=tmp_path))
