@@ -86,7 +86,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the project itself, without a pip install
     sys.path.insert(0, str(ROOT))
 
-from vrt_spike.profiling.results import write_text_atomically  # noqa: E402
+from vrt_spike.atomic import write_text_atomically  # noqa: E402
 
 log = logging.getLogger("gpu_ladder")
 

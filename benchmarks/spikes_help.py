@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vrt_spike.atomic import write_text_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 # The targets (#16), per seed, on the test split.
 FLOOR_MARGIN_DB = 0.5  # VRT+Spike >= spike floor + this
@@ -110,9 +112,7 @@ def read_mean(metrics_csv: Path) -> dict[str, float]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def run_task(task: Task, threads: int) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def _prepare_data(overrides: Sequence[str]) -> None:
     import hydra
     from hydra import compose, initialize_config_dir
 
-    import vrt_spike  # noqa: F401  (the ${project_root:} resolver)
+    import vrt_spike.lit  # noqa: F401  (the resolvers conf/ uses)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=spikes_help", "paths.output_dir=/unused",

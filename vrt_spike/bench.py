@@ -45,7 +45,8 @@ from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.profiling.report import (
     Comparison, compare_rows, comparison_table, render_text, summary_table,
 )
-from vrt_spike.profiling.results import append_row, read_jsonl, write_text_atomically
+from vrt_spike.atomic import write_text_atomically
+from vrt_spike.profiling.results import append_row, read_jsonl
 from vrt_spike.timing.console import render_table
 from vrt_spike.timing.table import RegionStats, TimingRow, summarize
 from vrt_spike.timing.timer import StageTimer
@@ -566,6 +567,8 @@ class CompareCallback(Callback):
 
 def main() -> None:
     import hydra
+
+    import vrt_spike.lit  # noqa: F401  (registers the resolvers conf/ uses)
 
     hydra.main(version_base="1.3", config_path="../conf", config_name="bench")(bench_main)()
 

@@ -10,7 +10,8 @@ import pytest
 from predict_support import compose_cfg, write_footage
 
 from vrt_spike.data.footage import FootageError, folder_clip, layout_clips
-from vrt_spike.data.writers import atomic_path, write_mp4, write_png
+from vrt_spike.atomic import atomic_path
+from vrt_spike.data.writers import write_mp4, write_png
 from vrt_spike.lit.run import load_for_inference
 from vrt_spike.predict import input_clips
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vrt_spike.profiling.measure import PeakMemory, synchronize
 from vrt_spike.profiling.optimizer import describe_optimizer
-from vrt_spike.profiling.results import write_text_atomically
+from vrt_spike.atomic import write_text_atomically
 
 __all__ = ["FixedBatchDataModule", "StepClock"]
 
