@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from vrt_spike.data import layout
-from vrt_spike.data.dataset import read_png
+from vrt_spike.data.image_io import png_size, read_png
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import SpikeFormatError, count_frames, read_dat
 from vrt_spike.data.transforms import Box, center_crop_box, full_box, spike_scale, upsample_spike
@@ -134,21 +133,13 @@ def _matched_stems(blur: dict[str, Path], spike: dict[str, Path], blur_dir: Path
         f".dat without PNG: {len(no_blur)} {_shown(no_blur)}")
 
 
-def _png_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError) as err:
-        raise FootageError(f"{path}: unreadable PNG (expected a PNG image): {err}") from err
-
-
 def _clip(name: str, blur_dir: Path, spike_dir: Path, spike_size: tuple[int, int], size_source: str,
           sharp: tuple[Path, ...] | None, drop_partial: bool) -> FootageClip:
     """Match, size-check and describe one clip (stats files and reads PNG headers only)."""
     blur = _files(blur_dir, ".png", "blurred RGB frames")
     spike = _files(spike_dir, ".dat", f"one spike stream per blurred frame ({len(blur)})")
     stems = _matched_stems(blur, spike, blur_dir, spike_dir)
-    rgb_size = _png_size(blur[stems[0]])
+    rgb_size = png_size(blur[stems[0]], FootageError)
     spike_scale(rgb_size, spike_size, f"{blur[stems[0]]} (spike size {spike_size[0]}×{spike_size[1]} from {size_source})")
     frames = []
     for stem in stems:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
+from vrt_spike.data.image_io import png_size
 from vrt_spike.data.spike_io import count_frames
 
 __all__ = [
@@ -96,14 +96,6 @@ def _stems(directory: Path, suffix: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.iterdir()) if p.suffix.lower() == suffix and p.is_file()}
 
 
-def _png_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError) as err:
-        raise LayoutError(f"{path}: unreadable PNG (expected a PNG image): {err}") from err
-
-
 def clip_names(root: str | os.PathLike, split: str) -> list[str]:
     """Sorted clip names of ``split`` (the directories under ``<root>/GOPRO_Large/<split>_GT``)."""
     sharp_root = Path(root) / RGB_DIR / f"{split}_GT"
@@ -156,7 +148,7 @@ def discover(root: str | os.PathLike, split: str, *, drop_partial: bool = False,
                     f"{dirs['spike'] / (stem + '.dat')}: missing spike file for frame {sharp[stem]} "
                     f"(expected one .dat per RGB frame: {len(stems)}, found {len(spike)})"
                 )
-        sizes = {_png_size(sharp[stems[0]]), _png_size(blur[stems[0]])}
+        sizes = {png_size(sharp[stems[0]], LayoutError), png_size(blur[stems[0]], LayoutError)}
         if len(sizes) != 1:
             raise LayoutError(f"{blur[stems[0]]}: size differs from {sharp[stems[0]]}: {sorted(sizes)}")
         spike_frames = tuple(
