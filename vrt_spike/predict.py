@@ -151,11 +151,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    """``predict.py``: load ``ckpt_path``, restore ``input.*``, write under ``out_dir``, print a summary."""
+def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """``predict.py``: load ``ckpt_path``, restore ``input.*``, write under ``out_dir``, print a summary.
+
+    A train.py checkpoint brings its run's spike settings (``data.*``, :func:`load_for_inference`;
+    ``overrides``: the command line's, default this Hydra run's).
+    """
     torch.manual_seed(int(cfg.seed))
     set_tf32(cfg.get("tf32", True))
-    module = load_for_inference(cfg)
+    module = load_for_inference(cfg, overrides)
     reading = SpikeReading.from_data_config(cfg.data)
     input_cfg = OmegaConf.to_container(cfg.input, resolve=True)
     clips = input_clips(input_cfg, drop_partial=reading.drop_partial)

@@ -13,7 +13,7 @@ from vrt_spike.data.footage import FootageError, folder_clip, layout_clips
 from vrt_spike.atomic import atomic_path
 from vrt_spike.data.writers import write_mp4, write_png
 from vrt_spike.lit.run import load_for_inference
-from vrt_spike.predict import input_clips
+from vrt_spike.predict import input_clips, predict
 
 
 def test_good_folders_give_one_clip(tmp_path: Path) -> None:
@@ -86,6 +86,20 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_for_inference(cfg)
     with pytest.raises(FileNotFoundError, match=re.escape(f"ckpt_path: no checkpoint file at {tmp_path / 'none.ckpt'}")):
         load_for_inference(compose_cfg("predict", [f"ckpt_path={tmp_path / 'none.ckpt'}", f"paths.output_dir={tmp_path}"]))
+
+
+def test_checkpoint_without_its_runs_data_settings_reads_the_config(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """A checkpoint saved before runs' data settings were (no datamodule_hyper_parameters, like ``tiny_ckpt``):
+    data.* is read as given, and a num_bins the network does not take is refused."""
+    blur_dir, spike_dir = write_footage(tmp_path / "capture", ["a"], (40, 40), (20, 20))
+    overrides = [f"ckpt_path={tiny_ckpt}", "input.root=null", f"input.blur_dir={blur_dir}", f"input.spike_dir={spike_dir}",
+                 "input.spike_hw=[20,20]", "data.num_bins=8", f"out_dir={tmp_path / 'out'}", "device=cpu",
+                 f"paths.output_dir={tmp_path}"]
+    cfg = compose_cfg("predict", overrides)
+    with pytest.raises(ValueError, match=re.escape("data.num_bins=8, but the checkpoint's network takes num_bins=32 "
+                                                   "spike channels: set data.num_bins=32")):
+        predict(cfg, overrides)
+    assert cfg.data.num_bins == 8 and not (tmp_path / "out").exists()
 
 
 def test_writers_leave_nothing_behind_on_failure(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,6 +65,10 @@ class FootageClip:
 class SpikeReading:
     """How ``.dat`` streams become the network's spike input (the ``data.*`` keys of training)."""
 
+    # The data.* keys from_data_config reads (a train.py checkpoint carries its run's values).
+    DATA_KEYS: ClassVar[tuple[str, ...]] = (
+        "num_bins", "representation", "tfp_window", "spike_upsample", "flip_spike_rows", "drop_partial_frames")
+
     num_bins: int
     representation: str = "voxel"
     tfp_window: int | None = None
@@ -83,6 +87,10 @@ class SpikeReading:
 @dataclass(frozen=True)
 class FloorReading:
     """The non-learned spike reading scored beside every restored frame (``data.spike_floor``)."""
+
+    # The data.* keys from_data_config reads.
+    DATA_KEYS: ClassVar[tuple[str, ...]] = (
+        "spike_floor", "sharp_instant", "sharp_width", "spike_threshold", "spike_gain")
 
     method: str  # one of classical.FLOOR_METHODS
     center: float  # data.sharp_instant
