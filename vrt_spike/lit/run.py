@@ -352,9 +352,11 @@ OFFICIAL_VRT_TILE = {"tile": [18, 192, 192], "tile_overlap": [2, 20, 20]}
 # and evaluate.py / predict.py take them from there.
 CHECKPOINT_DATA_KEYS = (*SpikeReading.DATA_KEYS, *FloorReading.DATA_KEYS)
 # Of those, the ones a command line may set to another value than the checkpoint's: whether a
-# trailing partial spike frame is dropped (whole frames read the same either way) and which floor
-# is scored beside the restored frames. Neither changes what the network reads.
-OVERRIDABLE_DATA_KEYS = ("drop_partial_frames", "spike_floor")
+# trailing partial spike frame is dropped (whole frames read the same either way), which floor is
+# scored beside the restored frames, and how a camera stores its rows (a property of the
+# recording's file format, not of the network: other footage may store them unflipped). None
+# changes what the network is given.
+OVERRIDABLE_DATA_KEYS = ("drop_partial_frames", "spike_floor", "flip_spike_rows")
 
 
 def _given_keys(overrides: Sequence[str]) -> set[str]:
