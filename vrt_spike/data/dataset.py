@@ -77,8 +77,8 @@ class SpikeDeblurDataset(Dataset):
         self.clip_len, self.crop_size = clip_len, crop_size
         self.spike_upsample = spike_upsample
         self.augment = PairedAugment(**augment) if augment is not None else None
-        spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames, clips=clips)
-        self.spike_size = (spike_cfg.height, spike_cfg.width)
+        self.clips = layout.discover(root, split, drop_partial=drop_partial_frames, clips=clips)
+        self.spike_size = self.clips[0].spike_size  # the split's config.yaml: one size for every clip
         self.spec = CacheSpec(representation, num_bins, tfp_window, *self.spike_size, flip_spike_rows, drop_partial_frames)
 
         self.samples: list[tuple[int, int]] = []
