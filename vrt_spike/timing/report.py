@@ -74,7 +74,7 @@ def levers(region: str, run: Run) -> list[str]:
         which = "the stage-8 entries" if i == 8 else f"stage {i}'s entry"
         return [f"model.vrt.depths ({which})", "model.vrt.window_size"]
     if name.startswith("vrt.spynet"):
-        return ["model.vrt.recal_all_flows=false", "model.vrt.pa_frames"]
+        return ["optim.flow_freeze_steps >= trainer.max_steps (a flow frozen for the fit runs no SpyNet backward)"]
     if name.startswith("spike_tsa"):
         return ["model.spike_tsa.chunk_size", "model.spike_tsa.max_batch_tokens",
                 "model.spike_tsa.chunk_shape"]
