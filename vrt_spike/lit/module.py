@@ -225,7 +225,7 @@ class DeblurModule(L.LightningModule):
         optim, model = self.hparams.optim, self.hparams.model
         flow = [p for _, p in split_param_groups(self.net, list(optim.get("flow_keys") or []))["flow"]]
         freezes = [(int(optim.get("flow_freeze_steps", 0) or 0), flow)]
-        if hasattr(self.net, "vrt"):  # an official VRT release evaluated as is has no backbone of its own
+        if hasattr(self.net, "vrt"):  # a network passed as `net` need not be a VRTWithSpike
             freezes.append((int(model.get("freeze_backbone_steps", 0) or 0), list(self.net.vrt.parameters())))
         return freezes
 
