@@ -29,11 +29,11 @@ kept on the device (`vrt_spike.lit.step_measure.FixedBatchDataModule`), so no lo
 and no dataset is needed. Per rung also:
 - peak GB: the allocator's high-water mark over the timed steps (`torch.cuda.max_memory_allocated`;
   on a CPU the process RSS);
-- MFU: the executed FLOPs of one training step, recomputation included as `python -m
-  vrt_spike.bench` counts them (`vrt_spike.profiling.flops` on one sample under the rung's precision
-  and checkpointing, once per preset, crop and checkpointing, times the batch; counting needs no
-  more memory than the rung's own step) over the mean step time and the device's dense peak for
-  the rung's compute type (`vrt_spike.profiling.peaks`);
+- MFU: the executed FLOPs of one training step, recomputation included, as `python -m
+  vrt_spike.bench` counts them (`vrt_spike.profiling.flops` over the first warm-up step of the
+  rung's own fit, eager, once per preset, crop and checkpointing, per sample, times the batch) over
+  the mean step time and the device's dense peak for the rung's compute type
+  (`vrt_spike.profiling.peaks`);
 - warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there);
 - ops/step and kernels/step, from `torch.profiler` over the first timed step: aten operators called
   from the host (outside another aten operator), and the CUDA kernels that step ran (on a CPU:
@@ -91,9 +91,6 @@ from vrt_spike.atomic import write_text_atomically  # noqa: E402
 log = logging.getLogger("gpu_ladder")
 
 GB = 1e9
-FIXED_BATCH = "vrt_spike.lit.step_measure.FixedBatchDataModule"
-STEP_CLOCK = "vrt_spike.lit.step_measure.StepClock"
-CLOCK_FILE = "step_clock.json"
 RESULT_FILE = "result.json"
 PHASE = "[ladder] phase:"  # a worker's log line naming what it does now (read after a timeout)
 
@@ -197,21 +194,21 @@ class RungSpec:
 
 def rung_config(spec: RungSpec) -> Any:
     """The composed `conf/train.yaml` of a rung: the preset, the rung's switches, the fixed batch,
-    only the timing callback (plus the StepClock), no logger, no validation, no checkpoints."""
+    only the timing callback (plus the StepClock, which counts the FLOPs of the first warm-up step
+    when they are not known yet), no logger, no validation, no checkpoints
+    (`vrt_spike.lit.step_measure.fixed_batch_config`)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
     from vrt_spike.bench import set_checkpointing
+    from vrt_spike.lit.step_measure import fixed_batch_config
 
     sw = spec.switches
-    steps = spec.warmup + spec.max_steps
     overrides = [
         *spec.overrides,
         f"model={spec.preset}", f"trainer={'gpu' if spec.device == 'cuda' else 'cpu'}", f"optim={sw.optim}",
-        "logger=none", f"paths.output_dir={spec.run_dir}", f"trainer.precision={sw.precision}",
+        "logger=none", f"trainer.precision={sw.precision}",
         f"data.batch_size={sw.batch_size}", f"data.clip_len={spec.clip_len}", f"data.crop_size={spec.crop_size}",
-        f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         f"model.compile={str(sw.compile_mode is not None).lower()}",
     ]
     if sw.fused is not None:
@@ -222,25 +219,13 @@ def rung_config(spec: RungSpec) -> Any:
         overrides.append("optim.paged=false")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        model = OmegaConf.to_container(cfg.model, resolve=True)
-        cfg.model = set_checkpointing(model, sw.checkpointing)
-        cfg.data._target_ = FIXED_BATCH
-        cfg.data.steps = steps
-        cfg.trainer.enable_checkpointing = False
-        cfg.trainer.enable_model_summary = False
-        timing = cfg.callbacks.timing
-        timing.interval = steps + 1  # one collection, at the end of the fit: no sync in between
-        timing.console = "off"
-        timing.warmup = spec.warmup
-        timing.track_memory = False  # the StepClock reads the allocator's peak over the timed steps
-        cfg.callbacks = {
-            "timing": timing,
-            "step_clock": {"_target_": STEP_CLOCK, "warmup": spec.warmup, "min_steps": spec.min_steps,
-                           "max_steps": spec.max_steps, "seconds": spec.measure_s,
-                           "out": str(Path(spec.run_dir) / CLOCK_FILE), "count_ops": True},
-        }
-    return cfg
+    model = set_checkpointing(OmegaConf.to_container(cfg.model, resolve=True), sw.checkpointing)
+    count_flops = spec.flops_per_sample is None
+    # The FLOP-counted step is a warm-up step, never a timed one.
+    warmup = max(spec.warmup, 1) if count_flops else spec.warmup
+    return fixed_batch_config(cfg, run_dir=spec.run_dir, warmup=warmup, min_steps=spec.min_steps,
+                              max_steps=spec.max_steps, seconds=spec.measure_s, count_ops=True,
+                              count_flops=count_flops, model=model)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -249,37 +234,12 @@ def _phase(name: str) -> None:
     print(f"{PHASE} {name}", flush=True)
 
 
-def step_flops_per_sample(cfg: Any, device: Any) -> int:
-    """FLOPs of one training step (forward, loss, backward, recomputation included) of one sample,
-    counted by `vrt_spike.profiling.flops` on a network built from `cfg.model` under the rung's
-    precision (the optimizer's elementwise update counts nothing, as FlopCounterMode counts)."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from vrt_spike.bench import BenchSpec, make_train_step, precision_setup, random_inputs
-    from vrt_spike.lit.losses import CharbonnierLoss
-    from vrt_spike.lit.module import build_net
-    from vrt_spike.profiling.flops import count_flops
-
-    net = build_net(OmegaConf.to_container(cfg.model, resolve=True)).to(device)
-    spec = BenchSpec(batch_size=1, clip_len=int(cfg.data.clip_len), crop_size=int(cfg.data.crop_size),
-                     num_bins=int(cfg.data.num_bins), warmup=0, iters=1, breakdown_steps=0,
-                     precision=str(cfg.trainer.precision), device=device)
-    precision = precision_setup(spec.precision, device)
-    inputs = random_inputs(spec, precision.dtype, bool(cfg.model.get("use_spike", True)))
-    step = make_train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), CharbonnierLoss(), inputs, precision)
-    flops = count_flops(step).total
-    del net, inputs, step
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return flops
-
-
 def measure_rung(spec: RungSpec) -> dict[str, Any]:
     """Run one rung through `vrt_spike.lit.run.train` and return its table row (status ok)."""
     import torch
 
     from vrt_spike.lit.run import train
+    from vrt_spike.lit.step_measure import read_clock
     from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
     from vrt_spike.timing.console import top_regions
     from vrt_spike.timing.table import read_meta, read_summary
@@ -287,21 +247,20 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = torch.device(spec.device)
     cfg = rung_config(spec)
-    flops_per_sample = spec.flops_per_sample
-    if flops_per_sample is None:
-        _phase("counting FLOPs")
-        flops_per_sample = step_flops_per_sample(cfg, device)
     _phase("fit (warm-up, then timed steps)")
     train(cfg)
     run_dir = Path(spec.run_dir)
-    clock = json.loads((run_dir / CLOCK_FILE).read_text())
+    clock = read_clock(run_dir)
+    sw = spec.switches
+    flops_per_sample = spec.flops_per_sample
+    if flops_per_sample is None:
+        flops_per_sample = clock["flops_per_step"] // sw.batch_size
     stats = read_summary(run_dir)
     meta = read_meta(run_dir)
     step = next((s for s in stats if s.region == "step"), None)
     if step is None or not clock["timed_steps"]:
         raise RuntimeError(f"{spec.rung}: no timed step in {run_dir} (warm-up {spec.warmup} steps, "
                            f"{clock['timed_steps']} timed)")
-    sw = spec.switches
     # After the fit: the TF32 setting it ran with (TF32 is a CUDA tensor-core type; a CPU runs fp32).
     compute_dtype = compute_dtype_for(sw.precision, None if device.type == "cuda" else "highest")
     peak = resolve_peak(device, compute_dtype, spec.peak_tflops)

@@ -5,15 +5,24 @@
     python -m vrt_spike.bench bench.compare=benchmarks/results.jsonl
     python -m vrt_spike.bench -m model=fast,opt,baseline bench.optimizer_figures=true
 
-Random inputs (no dataset) of `data.batch_size` x `data.clip_len` frames of `data.crop_size`^2
-with `data.num_bins` spike channels on `bench.device` (the training keys, so presets apply). Per configuration: `bench.warmup` untimed (the first one
-under the FLOP counter) and `bench.iters` timed training steps (forward, Charbonnier loss, backward, optimizer step) and
-inference forwards (`torch.no_grad`), FLOPs of one step and one forward, MFU, and
-`bench.breakdown_steps` further steps under the StageTimer for the per-stage table. One row per
-configuration is appended to `bench.out` (CSV) and its `.jsonl` sibling, and to `bench.csv` /
-`bench.jsonl` in the Hydra run dir. A multirun (`-m`) ends with a comparison table (speedup and
-memory saving against the first configuration) printed and written to
-`<sweep dir>/comparison.{txt,csv}` by `CompareCallback`.
+`conf/bench.yaml` is `conf/train.yaml` plus `bench.*`, so every training key and preset applies.
+Random inputs (no dataset): one batch of `data.batch_size` x `data.clip_len` frames of
+`data.crop_size`^2 with `data.num_bins` spike channels, kept on `bench.device`. Per configuration:
+
+- training (`measure_training`): train.py's own step, `vrt_spike.lit.run.train` on the composed
+  config with that batch (`vrt_spike.lit.step_measure`): the LightningModule's `training_step`, the
+  optimizer `configure_optimizers` builds, Lightning's precision plugin, `model.compile`, the shipped
+  TimingCallback. `bench.warmup` untimed steps (the first one under the FLOP counter), then
+  `bench.iters` timed ones, each from the end of the step before to the end of its own; peak memory
+  over the timed steps; with `bench.breakdown`, the TimingCallback's per-stage table of the timed steps;
+- inference (`measure_inference`): the LightningModule's forward under `torch.no_grad` and the
+  same precision plugin, FLOPs of one forward, `bench.warmup` untimed and `bench.iters` timed calls;
+- MFU of both against the device's dense peak (`vrt_spike.profiling.peaks`).
+
+One row per configuration (`vrt_spike.profiling.results.FIELDS`) is appended to `bench.out` (CSV) and
+its `.jsonl` sibling, and to `bench.csv` / `bench.jsonl` in the Hydra run dir. A multirun (`-m`)
+ends with a comparison table (speedup and memory saving against the first configuration) printed
+and written to `<sweep dir>/comparison.{txt,csv}` by `CompareCallback`.
 
 `bench.optimizer_figures=true` measures instead the optimizer-state memory and optimizer-step time
 of every optimizer group (AdamW, 8-bit AdamW) on the preset's network
@@ -22,14 +31,14 @@ the jobs of a multirun in the sweep dir).
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
 import logging
 import platform
 import socket
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,50 +46,22 @@ from typing import Any
 
 import torch
 from hydra.experimental.callback import Callback
-from torch import Tensor, nn
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vrt_spike.profiling.flops import FlopCount, count_flops, deform_conv_op_names
+from vrt_spike.atomic import write_text_atomically
+from vrt_spike.profiling.flops import count_flops, deform_conv_op_names
 from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
 from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.profiling.report import (
     Comparison, compare_rows, comparison_table, render_text, summary_table,
 )
-from vrt_spike.atomic import write_text_atomically
 from vrt_spike.profiling.results import append_row, read_jsonl
 from vrt_spike.timing.console import render_table
-from vrt_spike.timing.table import RegionStats, TimingRow, summarize
-from vrt_spike.timing.timer import StageTimer
+from vrt_spike.timing.table import RegionStats
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """What to measure: input shape, loop lengths, precision and device."""
-
-    batch_size: int
-    clip_len: int
-    crop_size: int
-    num_bins: int
-    warmup: int
-    iters: int
-    breakdown_steps: int
-    precision: str
-    device: torch.device
-    peak_tflops: float | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "clip_len", "crop_size", "num_bins"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)!r}")
-        if self.iters < 1:
-            raise ValueError(f"bench.iters must be >= 1, got {self.iters!r}")
-        for key in ("warmup", "breakdown_steps"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"bench.{key} must be >= 0, got {getattr(self, key)!r}")
-        compute_dtype_for(self.precision)  # validates trainer.precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,216 +88,187 @@ def device_description(device: torch.device) -> str:
     return f"{model} ({torch.get_num_threads()} threads)"
 
 
-@dataclass
-class Precision:
-    """Autocast context, grad scaler and parameter/input dtype for a Lightning precision string."""
-
-    autocast: Callable[[], AbstractContextManager[Any]]
-    scaler: torch.amp.GradScaler | None
-    dtype: torch.dtype
+def lightning_devices(device: torch.device) -> tuple[str, int | list[int]]:
+    """`trainer.accelerator` and `trainer.devices` that put a fit on `device`."""
+    if device.type == "cuda":
+        return "gpu", [device.index or 0]
+    return device.type, 1
 
 
-def precision_setup(precision: str, device: torch.device) -> Precision:
-    p = str(precision)
-    if p in ("32", "32-true"):
-        return Precision(nullcontext, None, torch.float32)
-    if p == "bf16-mixed":
-        return Precision(lambda: torch.autocast(device.type, dtype=torch.bfloat16), None,
-                         torch.float32)
-    if p == "16-mixed":
-        return Precision(lambda: torch.autocast(device.type, dtype=torch.float16),
-                         torch.amp.GradScaler(device.type), torch.float32)
-    if p == "bf16-true":
-        return Precision(nullcontext, None, torch.bfloat16)
-    if p == "16-true":
-        return Precision(nullcontext, None, torch.float16)
-    raise ValueError(f"trainer.precision: unsupported value {precision!r}")
+def on_device(cfg: DictConfig, device: torch.device) -> DictConfig:
+    """A copy of `cfg` whose trainer runs on `device` (one device)."""
+    cfg = copy.deepcopy(cfg)
+    accelerator, devices = lightning_devices(device)
+    with open_dict(cfg):
+        cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy = accelerator, devices, "auto"
+    return cfg
 
 
 @dataclass(frozen=True)
-class Inputs:
-    rgb: Tensor     # (B, T, 3, H, W)
-    spike: Tensor | None  # (B, T, K, H, W)
-    target: Tensor  # (B, T, 3, H, W)
+class TrainFigures:
+    """The measured fit's figures (`vrt_spike.lit.step_measure.StepClock`, the TimingCallback)."""
+
+    step_ms: Spread
+    flops: int
+    deform_flops: int
+    peak_bytes: int
+    mem_kind: str
+    stages: list[RegionStats]  # per-stage breakdown (empty with bench.breakdown=false)
 
 
-def random_inputs(spec: BenchSpec, dtype: torch.dtype, use_spike: bool) -> Inputs:
-    """Uniform [0, 1] RGB clip, target and spike representation on `spec.device`."""
-    shape = (spec.batch_size, spec.clip_len)
-    hw = (spec.crop_size, spec.crop_size)
-    kw = dict(device=spec.device, dtype=dtype)
-    spike = torch.rand(*shape, spec.num_bins, *hw, **kw) if use_spike else None
-    return Inputs(rgb=torch.rand(*shape, 3, *hw, **kw), spike=spike,
-                  target=torch.rand(*shape, 3, *hw, **kw))
+def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | None = None) -> TrainFigures:
+    """Train.py's own training step on one fixed random batch: `vrt_spike.lit.run.train` on `cfg`
+    (a composed `conf/bench.yaml`, i.e. `conf/train.yaml` plus `bench.*`) through
+    `vrt_spike.lit.step_measure.fixed_batch_config`, so the LightningModule's `training_step`, the
+    optimizer of `configure_optimizers` (`build_optimizer`), Lightning's precision plugin, compile
+    and the shipped TimingCallback run as in training.
 
-
-def _timer_region(timer: Any, name: str) -> AbstractContextManager[Any]:
-    return timer.region(name) if timer is not None else nullcontext()
-
-
-def make_train_step(net: Callable[..., Tensor], optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                    inputs: Inputs, precision: Precision) -> Callable[[Any], None]:
-    """One training step (no host synchronisation): zero grads, forward + loss, backward, step.
-
-    The returned callable takes an optional StageTimer, whose `backward` and `optimizer_step`
-    regions it opens (forward regions come from the timer's hooks on `net`).
+    `bench.warmup` untimed steps (at least 1: the first one counts the FLOPs), then `bench.iters`
+    timed ones; `bench.breakdown` attaches the TimingCallback for the per-stage table, and
+    `bench.callbacks` (name -> callback config) join the fit. `model`: the resolved `model.*` to run
+    (`bench.checkpointing` applied); the fit writes under `run_dir`.
     """
-    def step(timer: Any = None) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
-            out = net(inputs.rgb, inputs.spike)
-        loss = loss_fn(out.float(), inputs.target.float())
-        with _timer_region(timer, "backward"):
-            if precision.scaler is not None:
-                precision.scaler.scale(loss).backward()
-            else:
-                loss.backward()
-        with _timer_region(timer, "optimizer_step"):
-            if precision.scaler is not None:
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
-            else:
-                optimizer.step()
-    return step
+    from vrt_spike.lit.run import train
+    from vrt_spike.lit.step_measure import fixed_batch_config, read_clock
+    from vrt_spike.timing.table import read_summary
+
+    b = cfg.bench
+    iters = int(b.iters)
+    if iters < 1:
+        raise ValueError(f"bench.iters must be >= 1, got {iters!r}")
+    if int(b.warmup) < 0:
+        raise ValueError(f"bench.warmup must be >= 0, got {b.warmup!r}")
+    breakdown = bool(b.breakdown)
+    extra = OmegaConf.to_container(b.callbacks, resolve=True) if b.get("callbacks") else {}
+    fit = fixed_batch_config(cfg, run_dir=run_dir, warmup=max(int(b.warmup), 1), min_steps=iters,
+                             max_steps=iters, count_flops=True, timing=breakdown, model=model, callbacks=extra)
+    train(fit)
+    clock = read_clock(run_dir)
+    if clock["timed_steps"] != iters:
+        raise RuntimeError(f"{run_dir}: the measured fit ran {clock['timed_steps']} timed steps, bench.iters={iters}")
+    return TrainFigures(
+        step_ms=Spread.of(clock["step_ms"]), flops=int(clock["flops_per_step"]),
+        deform_flops=sum(clock["flops_by_op"].get(op, 0) for op in deform_conv_op_names()),
+        peak_bytes=int(clock["peak_bytes"]), mem_kind=clock["mem_kind"],
+        stages=read_summary(run_dir) if breakdown else [])
 
 
-def make_infer_step(net: Callable[..., Tensor], inputs: Inputs, precision: Precision) -> Callable[[], None]:
-    """One inference forward under `torch.no_grad` (not `inference_mode`: tensors a model caches
-    during inference, such as attention masks, must stay usable in training)."""
-    def infer() -> None:
-        with torch.no_grad(), precision.autocast():
-            net(inputs.rgb, inputs.spike)
-    return infer
+@dataclass(frozen=True)
+class InferFigures:
+    """One inference forward: time, FLOPs, peak memory, parameters."""
+
+    ms: Spread
+    flops: int
+    peak_bytes: int
+    params: int
 
 
-def stage_breakdown(net: nn.Module, step: Callable[[Any], None], spec: BenchSpec
-                    ) -> list[RegionStats]:
-    """Per-region statistics over `spec.breakdown_steps` steps with a StageTimer attached
-    (`vrt_spike.timing`'s summary: median, share of the step, exclusive time)."""
-    if spec.breakdown_steps == 0:
-        return []
-    timer = StageTimer(device=spec.device, enabled=True)
-    timer.attach(net)
-    try:
-        for _ in range(spec.breakdown_steps):
-            step(timer)
-            timer.end_step()
-        rows = timer.collect()
-    finally:
-        timer.detach()
-    return summarize(TimingRow(step=s, epoch=0, rank=0, region=r, ms=ms) for s, r, ms in rows)
+def measure_inference(cfg: DictConfig, device: torch.device, model: Mapping[str, Any] | None = None) -> InferFigures:
+    """The LightningModule's forward (the network, as `restore` runs it per window) under
+    `torch.no_grad` on one random batch of the training shape, with Lightning's precision plugin of
+    `cfg.trainer` (its module and input conversion and its forward context) and the module compiled
+    as `model.compile` says. Not `inference_mode`: tensors a model caches during inference, such as
+    attention masks, must stay usable in training.
 
+    FLOPs are counted on one eager call (`force_eager`: a compiled graph hides its ops from the
+    counter), which is the first of `bench.warmup` untimed calls when not compiled; then
+    `bench.iters` timed calls.
+    """
+    import hydra
 
-def _count_then_time(eager: Callable[[], Any], timed: Callable[[], Any], spec: BenchSpec
-                     ) -> tuple[FlopCount, Spread]:
-    """FLOPs counted on one `eager` call, then `timed` warmed up and timed.
+    from vrt_spike.lit.module import DeblurModule
+    from vrt_spike.lit.step_measure import FixedBatchDataModule
 
-    Without compilation `eager is timed` and the counted call is the first warm-up call; a
-    compiled `timed` gets all `spec.warmup` calls (compilation happens there)."""
-    flops = count_flops(eager)
-    warmup = max(spec.warmup - 1, 0) if eager is timed else spec.warmup
-    return flops, Spread.of(time_callable(timed, warmup=warmup, iters=spec.iters,
-                                          device=spec.device))
+    b = cfg.bench
+    model = model if model is not None else cfg.model
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False,
+                                      enable_model_summary=False, enable_checkpointing=False,
+                                      default_root_dir=None)
+    plugin = trainer.precision_plugin
+    module = DeblurModule(model=model, optim=cfg.optim, loss=cfg.loss, **cfg.get("module", {}))
+    module = plugin.convert_module(module).to(device).eval()
+    batch = plugin.convert_input(FixedBatchDataModule(steps=1, **cfg.data).make_batch(device))
+
+    def forward() -> None:
+        with torch.no_grad(), plugin.forward_context():
+            module(batch["blur"], batch["spike"])
+
+    memory = PeakMemory(device)
+    memory.reset()
+    with torch.compiler.set_stance("force_eager"):
+        flops = count_flops(forward)
+    compiled = bool(model.get("compile", False))
+    warmup = int(b.warmup) if compiled else max(int(b.warmup) - 1, 0)
+    ms = Spread.of(time_callable(forward, warmup=warmup, iters=int(b.iters), device=device))
+    return InferFigures(ms=ms, flops=flops.total, peak_bytes=memory.read(),
+                        params=sum(p.numel() for p in module.net.parameters()))
 
 
 @dataclass(frozen=True)
 class BenchResult:
     row: dict[str, Any]             # one results row (`results.FIELDS`)
-    stages: list[RegionStats]       # per-stage breakdown (empty when bench.breakdown_steps=0)
+    stages: list[RegionStats]       # per-stage breakdown (empty when bench.breakdown=false)
 
 
-def run_benchmark(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                  spec: BenchSpec, *, use_spike: bool, meta: Mapping[str, Any],
-                  compile_mode: str | None = None) -> BenchResult:
-    """Measure `net` (already on `spec.device`): one result row and the per-stage breakdown.
+def make_row(meta: Mapping[str, Any], shape: Mapping[str, int], *, device: torch.device, precision: str,
+             warmup: int, train: TrainFigures, infer: InferFigures, peak_tflops: float | None = None) -> dict[str, Any]:
+    """One results row (`vrt_spike.profiling.results.FIELDS`) from the measured figures.
 
-    `compile_mode` (a torch.compile mode, or None for eager) times the compiled `net`, static
-    shapes as the LightningModule compiles it with `model.compile`;
-    FLOPs are counted and the per-stage breakdown is taken on the eager `net` (the same
-    arithmetic; compiled graphs would fuse across the timer's hooks).
-
-    `meta` supplies the descriptive fields: label, overrides, model, optimizer, checkpointing,
-    sweep_id, job_num.
+    `meta`: label, model, optimizer, checkpointing, compile and optionally overrides, sweep_id,
+    job_num; `shape`: batch_size, clip_len, crop_size, num_bins. Throughput and MFU use the median
+    step; MFU's peak is the device's dense peak for the precision's compute type, or `peak_tflops`.
     """
-    precision = precision_setup(spec.precision, spec.device)
-    if precision.dtype != torch.float32:
-        net.to(precision.dtype)
-    inputs = random_inputs(spec, precision.dtype, use_spike)
-    memory = PeakMemory(spec.device)
-    frames = spec.batch_size * spec.clip_len
-
-    # Inference first, before gradients and optimizer state exist, so its peak is its own.
-    compile = compile_mode is not None
-    forward = torch.compile(net, mode=compile_mode, dynamic=False) if compile else net
-    net.eval()
-    infer = make_infer_step(net, inputs, precision)
-    infer_timed = make_infer_step(forward, inputs, precision) if compile else infer
-    memory.reset()
-    infer_flops, infer_ms = _count_then_time(infer, infer_timed, spec)
-    infer_mem = memory.read()
-
-    net.train()
-    step = make_train_step(net, optimizer, loss_fn, inputs, precision)
-    step_timed = make_train_step(forward, optimizer, loss_fn, inputs, precision) if compile else step
-    memory.reset()
-    train_flops, train_ms = _count_then_time(step, step_timed, spec)
-    train_mem = memory.read()
-    # Last: on CUDA the timer resets the allocator's peak statistics at every region.
-    stages = stage_breakdown(net, step, spec)
-
-    compute_dtype = compute_dtype_for(spec.precision)
-    peak = resolve_peak(spec.device, compute_dtype, spec.peak_tflops)
-    train_s, infer_s = train_ms.median / 1e3, infer_ms.median / 1e3
-    train_mfu = mfu(train_flops.total, train_s, peak.tflops)
-    infer_mfu = mfu(infer_flops.total, infer_s, peak.tflops)
-    row = {
+    compute_dtype = compute_dtype_for(precision)
+    peak = resolve_peak(device, compute_dtype, peak_tflops)
+    b, frames = shape["batch_size"], shape["batch_size"] * shape["clip_len"]
+    train_s, infer_s = train.step_ms.median / 1e3, infer.ms.median / 1e3
+    return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sweep_id": meta.get("sweep_id", ""),
         "job_num": meta.get("job_num", 0),
         "label": meta["label"],
         "overrides": meta.get("overrides", ""),
         "host": socket.gethostname(),
-        "device": str(spec.device),
-        "device_name": device_description(spec.device),
+        "device": str(device),
+        "device_name": device_description(device),
         "torch": torch.__version__,
         "model": meta["model"],
-        "precision": spec.precision,
+        "precision": precision,
         "compute_dtype": compute_dtype,
         "optimizer": meta["optimizer"],
         "checkpointing": meta["checkpointing"],
-        "compile": compile,
-        "params": sum(p.numel() for p in net.parameters()),
-        "batch_size": spec.batch_size,
-        "clip_len": spec.clip_len,
-        "crop_size": spec.crop_size,
-        "num_bins": spec.num_bins,
-        "warmup": spec.warmup,
-        "iters": spec.iters,
-        "train_step_ms_median": train_ms.median,
-        "train_step_ms_p10": train_ms.p10,
-        "train_step_ms_p90": train_ms.p90,
-        "train_samples_per_s": spec.batch_size / train_s,
+        "compile": bool(meta["compile"]),
+        "params": infer.params,
+        "batch_size": b,
+        "clip_len": shape["clip_len"],
+        "crop_size": shape["crop_size"],
+        "num_bins": shape["num_bins"],
+        "warmup": warmup,
+        "iters": train.step_ms.n,
+        "train_step_ms_median": train.step_ms.median,
+        "train_step_ms_p10": train.step_ms.p10,
+        "train_step_ms_p90": train.step_ms.p90,
+        "train_samples_per_s": b / train_s,
         "train_frames_per_s": frames / train_s,
-        "infer_ms_median": infer_ms.median,
-        "infer_ms_p10": infer_ms.p10,
-        "infer_ms_p90": infer_ms.p90,
-        "infer_samples_per_s": spec.batch_size / infer_s,
+        "infer_ms_median": infer.ms.median,
+        "infer_ms_p10": infer.ms.p10,
+        "infer_ms_p90": infer.ms.p90,
+        "infer_samples_per_s": b / infer_s,
         "infer_frames_per_s": frames / infer_s,
-        "train_peak_mem_mib": train_mem / MIB,
-        "infer_peak_mem_mib": infer_mem / MIB,
-        "mem_kind": memory.kind,
-        "train_flops_per_step": train_flops.total,
-        "train_deform_flops": sum(train_flops.by_op.get(op, 0) for op in deform_conv_op_names()),
-        "infer_flops_per_forward": infer_flops.total,
-        "train_tflops_per_s": train_flops.total / train_s / 1e12,
-        "infer_tflops_per_s": infer_flops.total / infer_s / 1e12,
+        "train_peak_mem_mib": train.peak_bytes / MIB,
+        "infer_peak_mem_mib": infer.peak_bytes / MIB,
+        "mem_kind": train.mem_kind,
+        "train_flops_per_step": train.flops,
+        "train_deform_flops": train.deform_flops,
+        "infer_flops_per_forward": infer.flops,
+        "train_tflops_per_s": train.flops / train_s / 1e12,
+        "infer_tflops_per_s": infer.flops / infer_s / 1e12,
         "peak_tflops": peak.tflops,
         "peak_source": peak.source,
-        "train_mfu": train_mfu,
-        "infer_mfu": infer_mfu,
-        "stage_ms": {st.region: st.p50_ms for st in stages},
+        "train_mfu": mfu(train.flops, train_s, peak.tflops),
+        "infer_mfu": mfu(infer.flops, infer_s, peak.tflops),
+        "stage_ms": {st.region: st.p50_ms for st in train.stages},
     }
-    return BenchResult(row=row, stages=stages)
 
 
 def print_report(result: BenchResult, top_n: int = 12) -> str:
@@ -403,8 +355,8 @@ def set_checkpointing(model_cfg: dict[str, Any], on: bool) -> dict[str, Any]:
 
 
 # bench.* keys that do not change what is measured, left out of a row's label.
-_LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.breakdown_steps",
-                   "bench.compare", "bench.seed", "bench.peak_tflops")
+_LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.breakdown",
+                   "bench.callbacks", "bench.compare", "bench.peak_tflops", "seed")
 
 
 def model_config(cfg: Any) -> dict[str, Any]:
@@ -442,7 +394,7 @@ def _hydra_meta(cfg: Any, model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_main(cfg: Any) -> float | None:
+def bench_main(cfg: DictConfig) -> float | None:
     """Run one benchmark configuration (or, with `bench.compare`, compare stored rows).
 
     Returns the median training step time in ms (a sweeper objective), None in compare mode.
@@ -452,14 +404,12 @@ def bench_main(cfg: Any) -> float | None:
         write_comparison(rows_under(b.compare), out_dir=None)
         return None
     from vrt_spike.lit.config import check_config
-    from vrt_spike.lit.losses import CharbonnierLoss
-    from vrt_spike.lit.module import build_net
-    from vrt_spike.lit.optim import build_optimizer
     from vrt_spike.lit.run import set_tf32
 
     check_config(cfg)
     set_tf32(cfg.get("tf32", True))
     model_cfg = model_config(cfg)
+    device = resolve_device(str(b.device))
     if b.get("optimizer_figures"):
         from hydra.core.hydra_config import HydraConfig
 
@@ -467,28 +417,20 @@ def bench_main(cfg: Any) -> float | None:
 
         hc = HydraConfig.get()
         rows = optimizer_figures(model_cfg, {name: shipped_optim_config(name) for name in OPTIMIZERS},
-                                 model=hc.runtime.choices.get("model"), device=resolve_device(str(b.device)),
-                                 warmup=max(int(b.warmup), 1), iters=int(b.iters), seed=int(b.seed))
+                                 model=hc.runtime.choices.get("model"), device=device,
+                                 warmup=max(int(b.warmup), 1), iters=int(b.iters), seed=int(cfg.seed))
         print(write_figures(Path(hc.runtime.output_dir), rows), end="", flush=True)
         return None
     meta = _hydra_meta(cfg, model_cfg)
-    spec = BenchSpec(
-        batch_size=int(cfg.data.batch_size), clip_len=int(cfg.data.clip_len),
-        crop_size=int(cfg.data.crop_size), num_bins=int(cfg.data.num_bins),
-        warmup=int(b.warmup), iters=int(b.iters),
-        breakdown_steps=int(b.breakdown_steps), precision=str(cfg.trainer.precision),
-        device=resolve_device(str(b.device)),
-        peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops),
-    )
-    torch.manual_seed(int(b.seed))
-    net = build_net(model_cfg).to(spec.device)
-    optimizer = build_optimizer(net, cfg.optim)
-    use_spike = bool(cfg.model.get("use_spike", True))
-    result = run_benchmark(net, optimizer, CharbonnierLoss(), spec, use_spike=use_spike,
-                           meta=meta, compile_mode=str(model_cfg.get("compile_mode", "default")) if meta["compile"] else None)
-    print_report(result)
-    row = result.row
     run_dir = Path(meta["run_dir"])
+    cfg = on_device(cfg, device)
+    # Inference first, before gradients and optimizer states exist, so that its peak is its own.
+    infer = measure_inference(cfg, device, model=model_cfg)
+    train = measure_training(cfg, run_dir / "fit", model=model_cfg)
+    shape = {k: int(cfg.data[k]) for k in ("batch_size", "clip_len", "crop_size", "num_bins")}
+    row = make_row(meta, shape, device=device, precision=str(cfg.trainer.precision), warmup=int(b.warmup),
+                   train=train, infer=infer, peak_tflops=None if b.peak_tflops is None else float(b.peak_tflops))
+    print_report(BenchResult(row=row, stages=train.stages))
     append_row(run_dir / "bench.csv", row)
     csv_path, jsonl_path = append_row(b.out, row)
     log.info("appended to %s and %s (and %s)", csv_path, jsonl_path, run_dir / "bench.csv")
