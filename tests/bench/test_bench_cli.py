@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vrt_spike.profiling.results import FIELDS, read_jsonl
+from vrt_spike.bench.results import FIELDS, read_jsonl
 
 # Two real CLI runs of the tiny preset cost ~125 s of CPU (SpyNet's fixed cost dominates even at
 # the smallest legal input): over the area's 60 s fast budget, so `make test-all` runs them.

@@ -7,12 +7,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench import (
+from vrt_spike.bench.run import (
     BenchResult, InferFigures, TrainFigures, checkpointing_summary, make_row, measure_training, print_report,
     set_checkpointing,
 )
-from vrt_spike.profiling.measure import Spread
-from vrt_spike.profiling.results import FIELDS
+from vrt_spike.bench.measure import Spread
+from vrt_spike.bench.results import FIELDS
 from vrt_spike.timing.table import TimingRow, summarize
 
 META = dict(label="toy", model="toy", optimizer="adamw", checkpointing="off", compile=False)

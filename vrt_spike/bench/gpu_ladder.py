@@ -1,9 +1,9 @@
 """The users' training-speed ladder on one GPU, in one shot: one table of samples/s, peak memory, MFU
 and the top timing regions, rung by rung.
 
-    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py [--out PATH.csv] [--budget 540] [override ...]
-    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py --smoke        # tiny sizes on the CPU (CI)
-    bash benchmarks/gpu_ladder.sh                                  # on a bare GPU box (wheels, then pytest -m cuda)
+    python -m vrt_spike.bench.gpu_ladder [--out PATH.csv] [--budget 540] [override ...]
+    python -m vrt_spike.bench.gpu_ladder --smoke    # tiny sizes on the CPU (CI)
+    bash benchmarks/gpu_ladder.sh                   # on a bare GPU box (wheels, then pytest -m cuda)
 
 Rungs, each adding one switch to the one before, at clip 6 and 256^2 (192^2 for a rung that runs
 out of memory at 256^2):
@@ -25,22 +25,23 @@ What a rung measures is train.py's own training step: the Hydra-composed `conf/t
 LightningModule's `training_step`, the optimizer of `configure_optimizers`, Lightning's precision
 plugin and the shipped TimingCallback, whose summary gives samples/s (warm-up steps excluded) and
 the top-3 regions by exclusive time. Only the data differ: one random batch of the training shape
-kept on the device (`vrt_spike.lit.step_measure.FixedBatchDataModule`), so no loading is measured
+kept on the device (`vrt_spike.bench.step_measure.FixedBatchDataModule`), so no loading is measured
 and no dataset is needed. Per rung also:
 - peak GB: the allocator's high-water mark over the timed steps (`torch.cuda.max_memory_allocated`;
   on a CPU the process RSS);
 - MFU: the executed FLOPs of one training step, recomputation included, as `python -m
-  vrt_spike.bench` counts them (`vrt_spike.profiling.flops` over the first warm-up step of the
+  vrt_spike.bench` counts them (`vrt_spike.bench.flops` over the first warm-up step of the
   rung's own fit, eager, once per preset, crop and checkpointing, per sample, times the batch) over
   the mean step time and the device's dense peak for the rung's compute type
-  (`vrt_spike.profiling.peaks`);
-- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there);
+  (`vrt_spike.bench.peaks`);
+- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there, and the
+  eager FLOP-counted step of a rung that counts them);
 - ops/step and kernels/step, from `torch.profiler` over the first timed step: aten operators called
   from the host (outside another aten operator), and the CUDA kernels that step ran (on a CPU:
   those operators plus the kernels inductor generated, each run once per compiled step). A
   host-bound step shows here: thousands of small launches that compile fuses.
 A second table gives the optimizer-state memory and optimizer-step time of AdamW and 8-bit AdamW
-at each preset's size (`vrt_spike.profiling.optimizer`).
+at each preset's size (`vrt_spike.bench.optimizer`).
 
 Each rung runs in its own subprocess (an out-of-memory or a compile leaves nothing behind), all
 sharing one inductor cache (`TORCHINDUCTOR_CACHE_DIR` under the work dir), so `+reduce-overhead`
@@ -82,11 +83,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: the project itself, without a pip install
-    sys.path.insert(0, str(ROOT))
-
-from vrt_spike.atomic import write_text_atomically  # noqa: E402
+from vrt_spike import PROJECT_ROOT
+from vrt_spike.atomic import write_text_atomically
 
 log = logging.getLogger("gpu_ladder")
 
@@ -196,12 +194,12 @@ def rung_config(spec: RungSpec) -> Any:
     """The composed `conf/train.yaml` of a rung: the preset, the rung's switches, the fixed batch,
     only the timing callback (plus the StepClock, which counts the FLOPs of the first warm-up step
     when they are not known yet), no logger, no validation, no checkpoints
-    (`vrt_spike.lit.step_measure.fixed_batch_config`)."""
+    (`vrt_spike.bench.step_measure.fixed_batch_config`)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from vrt_spike.bench import set_checkpointing
-    from vrt_spike.lit.step_measure import fixed_batch_config
+    from vrt_spike.bench.run import set_checkpointing
+    from vrt_spike.bench.step_measure import fixed_batch_config
 
     sw = spec.switches
     overrides = [
@@ -217,7 +215,7 @@ def rung_config(spec: RungSpec) -> Any:
         overrides.append(f"model.compile_mode={sw.compile_mode}")
     if sw.optim == "adamw8bit":
         overrides.append("optim.paged=false")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     model = set_checkpointing(OmegaConf.to_container(cfg.model, resolve=True), sw.checkpointing)
     count_flops = spec.flops_per_sample is None
@@ -239,8 +237,8 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
     import torch
 
     from vrt_spike.lit.run import train
-    from vrt_spike.lit.step_measure import read_clock
-    from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
+    from vrt_spike.bench.step_measure import read_clock
+    from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
     from vrt_spike.timing.console import top_regions
     from vrt_spike.timing.table import read_meta, read_summary
 
@@ -322,11 +320,11 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
     import torch
     from hydra import compose, initialize_config_dir
 
-    from vrt_spike.bench import optimizer_figures, shipped_optim_config
+    from vrt_spike.bench.run import optimizer_figures, shipped_optim_config
 
     device = torch.device(device_name)
     rows: list[dict[str, Any]] = []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         optim_cfgs = {"adamw": shipped_optim_config("adamw"),
                       "adamw8bit": {**shipped_optim_config("adamw8bit"), "paged": False}}
         for preset in dict.fromkeys(presets):
@@ -343,7 +341,7 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
 
 def _worker_env(work_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("WANDB_MODE", "offline")
     # One inductor cache for every rung (reduce-overhead reuses the default rung's kernels), and
@@ -371,9 +369,9 @@ def _last_line(log_path: Path) -> str:
 
 
 def run_subprocess(args: list[str], log_path: Path, timeout_s: float, env: Mapping[str, str]) -> str | None:
-    """Run `python gpu_ladder.py ARGS` with output to `log_path`; None, or why it did not finish."""
+    """Run `python -m vrt_spike.bench.gpu_ladder ARGS` with output to `log_path`; None, or why it did not finish."""
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "vrt_spike.bench.gpu_ladder", *args], stdout=out,
                                 stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
         try:
             code = proc.wait(timeout=timeout_s)
@@ -594,7 +592,7 @@ class Ladder:
     # ------------------------------------------------------------------ output
     def write(self, out: Path) -> dict[str, Path]:
         """The CSV tables and the markdown beside them, each written atomically."""
-        from vrt_spike.profiling.optimizer import FIGURE_COLUMNS, figures_text
+        from vrt_spike.bench.optimizer import FIGURE_COLUMNS, figures_text
 
         out.parent.mkdir(parents=True, exist_ok=True)
         paths = {"ladder": out, "optimizers": out.with_name(f"{out.stem}_optimizers.csv"),
@@ -672,7 +670,7 @@ def _one_line(row: Mapping[str, Any]) -> str:
 
 def default_out() -> Path:
     out_dir = os.environ.get("OUT")
-    return (Path(out_dir) if out_dir else ROOT / "benchmarks") / "gpu_ladder.csv"
+    return (Path(out_dir) if out_dir else PROJECT_ROOT / "benchmarks") / "gpu_ladder.csv"
 
 
 def _parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

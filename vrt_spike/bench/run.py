@@ -1,4 +1,5 @@
-"""Profile / benchmark CLI: step time, samples/s, memory, FLOPs/MFU and per-stage times of a preset.
+"""The benchmark of one configuration (`python -m vrt_spike.bench`, whose `__main__` runs
+`bench_main`): step time, samples/s, memory, FLOPs/MFU and per-stage times of a preset.
 
     python -m vrt_spike.bench model=fast data.crop_size=256 data.clip_len=6 data.batch_size=1
     python -m vrt_spike.bench -m model=baseline,opt,fast trainer.precision=32,bf16-mixed
@@ -10,23 +11,23 @@ Random inputs (no dataset): one batch of `data.batch_size` x `data.clip_len` fra
 `data.crop_size`^2 with `data.num_bins` spike channels, kept on `bench.device`. Per configuration:
 
 - training (`measure_training`): train.py's own step, `vrt_spike.lit.run.train` on the composed
-  config with that batch (`vrt_spike.lit.step_measure`): the LightningModule's `training_step`, the
+  config with that batch (`vrt_spike.bench.step_measure`): the LightningModule's `training_step`, the
   optimizer `configure_optimizers` builds, Lightning's precision plugin, `model.compile`, the shipped
   TimingCallback. `bench.warmup` untimed steps (the first one under the FLOP counter), then
   `bench.iters` timed ones, each from the end of the step before to the end of its own; peak memory
   over the timed steps; with `bench.breakdown`, the TimingCallback's per-stage table of the timed steps;
 - inference (`measure_inference`): the LightningModule's forward under `torch.no_grad` and the
   same precision plugin, FLOPs of one forward, `bench.warmup` untimed and `bench.iters` timed calls;
-- MFU of both against the device's dense peak (`vrt_spike.profiling.peaks`).
+- MFU of both against the device's dense peak (`vrt_spike.bench.peaks`).
 
-One row per configuration (`vrt_spike.profiling.results.FIELDS`) is appended to `bench.out` (CSV) and
+One row per configuration (`vrt_spike.bench.results.FIELDS`) is appended to `bench.out` (CSV) and
 its `.jsonl` sibling, and to `bench.csv` / `bench.jsonl` in the Hydra run dir. A multirun (`-m`)
 ends with a comparison table (speedup and memory saving against the first configuration) printed
 and written to `<sweep dir>/comparison.{txt,csv}` by `CompareCallback`.
 
 `bench.optimizer_figures=true` measures instead the optimizer-state memory and optimizer-step time
 of every optimizer group (AdamW, 8-bit AdamW) on the preset's network
-(`vrt_spike.profiling.optimizer`), into `optimizer_figures.{csv,md}` of the run (one table over
+(`vrt_spike.bench.optimizer`), into `optimizer_figures.{csv,md}` of the run (one table over
 the jobs of a multirun in the sweep dir).
 """
 from __future__ import annotations
@@ -49,13 +50,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vrt_spike.atomic import write_text_atomically
-from vrt_spike.profiling.flops import count_flops, deform_conv_op_names
-from vrt_spike.profiling.measure import PeakMemory, Spread, time_callable
-from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
-from vrt_spike.profiling.report import (
+from vrt_spike.bench.flops import count_flops, deform_conv_op_names
+from vrt_spike.bench.measure import PeakMemory, Spread, time_callable
+from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
+from vrt_spike.bench.report import (
     Comparison, compare_rows, comparison_table, render_text, summary_table,
 )
-from vrt_spike.profiling.results import append_row, read_jsonl
+from vrt_spike.bench.results import append_row, read_jsonl
 from vrt_spike.timing.console import render_table
 from vrt_spike.timing.table import RegionStats
 
@@ -106,7 +107,7 @@ def on_device(cfg: DictConfig, device: torch.device) -> DictConfig:
 
 @dataclass(frozen=True)
 class TrainFigures:
-    """The measured fit's figures (`vrt_spike.lit.step_measure.StepClock`, the TimingCallback)."""
+    """The measured fit's figures (`vrt_spike.bench.step_measure.StepClock`, the TimingCallback)."""
 
     step_ms: Spread
     flops: int
@@ -119,7 +120,7 @@ class TrainFigures:
 def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | None = None) -> TrainFigures:
     """Train.py's own training step on one fixed random batch: `vrt_spike.lit.run.train` on `cfg`
     (a composed `conf/bench.yaml`, i.e. `conf/train.yaml` plus `bench.*`) through
-    `vrt_spike.lit.step_measure.fixed_batch_config`, so the LightningModule's `training_step`, the
+    `vrt_spike.bench.step_measure.fixed_batch_config`, so the LightningModule's `training_step`, the
     optimizer of `configure_optimizers` (`build_optimizer`), Lightning's precision plugin, compile
     and the shipped TimingCallback run as in training.
 
@@ -129,7 +130,7 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
     (`bench.checkpointing` applied); the fit writes under `run_dir`.
     """
     from vrt_spike.lit.run import train
-    from vrt_spike.lit.step_measure import fixed_batch_config, read_clock
+    from vrt_spike.bench.step_measure import fixed_batch_config, read_clock
     from vrt_spike.timing.table import read_summary
 
     b = cfg.bench
@@ -177,7 +178,7 @@ def measure_inference(cfg: DictConfig, device: torch.device, model: Mapping[str,
     import hydra
 
     from vrt_spike.lit.module import DeblurModule
-    from vrt_spike.lit.step_measure import FixedBatchDataModule
+    from vrt_spike.bench.step_measure import FixedBatchDataModule
 
     b = cfg.bench
     model = model if model is not None else cfg.model
@@ -212,7 +213,7 @@ class BenchResult:
 
 def make_row(meta: Mapping[str, Any], shape: Mapping[str, int], *, device: torch.device, precision: str,
              warmup: int, train: TrainFigures, infer: InferFigures, peak_tflops: float | None = None) -> dict[str, Any]:
-    """One results row (`vrt_spike.profiling.results.FIELDS`) from the measured figures.
+    """One results row (`vrt_spike.bench.results.FIELDS`) from the measured figures.
 
     `meta`: label, model, optimizer, checkpointing, compile and optionally overrides, sweep_id,
     job_num; `shape`: batch_size, clip_len, crop_size, num_bins. Throughput and MFU use the median
@@ -455,7 +456,7 @@ def shipped_optim_config(name: str) -> dict[str, Any]:
 
 def write_figures(out_dir: Path, rows: list[dict[str, Any]]) -> str:
     """`<out_dir>/optimizer_figures.{csv,md}` (atomically); returns the markdown table."""
-    from vrt_spike.profiling.optimizer import FIGURE_COLUMNS, figures_text
+    from vrt_spike.bench.optimizer import FIGURE_COLUMNS, figures_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -473,7 +474,7 @@ def optimizer_figures(model_cfg: Mapping[str, Any], optim_cfgs: Mapping[str, Map
     """Optimizer-state memory and optimizer-step time of each optimizer config in `optim_cfgs`
     (name -> `optim.*`) on a fresh network of `model_cfg` (named `model` in the rows)."""
     from vrt_spike.lit.module import build_net
-    from vrt_spike.profiling.optimizer import figures_row, measure_optimizer
+    from vrt_spike.bench.optimizer import figures_row, measure_optimizer
 
     rows = []
     for optim_cfg in optim_cfgs.values():
@@ -505,15 +506,3 @@ class CompareCallback(Callback):
             print(write_figures(sweep_dir, rows), end="", flush=True)
             return
         write_comparison(rows_under(sweep_dir), out_dir=sweep_dir)
-
-
-def main() -> None:
-    import hydra
-
-    import vrt_spike.lit  # noqa: F401  (registers the resolvers conf/ uses)
-
-    hydra.main(version_base="1.3", config_path="../conf", config_name="bench")(bench_main)()
-
-
-if __name__ == "__main__":
-    main()

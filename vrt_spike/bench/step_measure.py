@@ -1,5 +1,5 @@
 """Measure train.py's own training step without data loading (`python -m vrt_spike.bench`'s
-training figures and `benchmarks/gpu_ladder.py`'s rungs).
+training figures and `vrt_spike.bench.gpu_ladder`'s rungs).
 
 Two pieces that plug into the shipped path through the config, so `vrt_spike.lit.run.train` runs
 unchanged (the LightningModule's `training_step`, its optimizer and scheduler, the precision
@@ -30,9 +30,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset
 
 from vrt_spike.data.splits import Split
-from vrt_spike.profiling.flops import flop_count, flop_counter_mode
-from vrt_spike.profiling.measure import PeakMemory, synchronize
-from vrt_spike.profiling.optimizer import describe_optimizer
+from vrt_spike.bench.flops import flop_count, flop_counter_mode
+from vrt_spike.bench.measure import PeakMemory, synchronize
+from vrt_spike.bench.optimizer import describe_optimizer
 from vrt_spike.atomic import write_text_atomically
 
 __all__ = ["FixedBatchDataModule", "StepClock", "fixed_batch_config"]
@@ -104,14 +104,14 @@ class StepClock(L.Callback):
             fit, after a synchronisation), ``timed_steps``, ``step_ms`` (each timed step, from the end
             of the batch before it to the end of its own: the whole step as the loop runs it, loader
             included; CUDA events, read after the fit, so no step waits), ``peak_bytes`` and ``mem_kind``
-            (`vrt_spike.profiling.measure.PeakMemory` over the timed batches: the CUDA allocator's
+            (`vrt_spike.bench.measure.PeakMemory` over the timed batches: the CUDA allocator's
             high-water mark, or the process RSS on a CPU), ``optimizer``; with ``count_ops``, also
             ``ops_per_step`` (aten operators called from outside another aten operator in the
             first timed step, forward, backward and optimizer: each one a dispatch from the host,
             a kernel launch or more on a GPU), ``cuda_kernels_per_step`` (CUDA kernels the same
             step ran; None on a CPU) and ``inductor_kernels`` (kernels inductor generated for the
             compiled graphs, each run once per step; 0 in eager mode); with ``count_flops``, also
-            ``flops_per_step`` and ``flops_by_op`` (`vrt_spike.profiling.flops` over the first
+            ``flops_per_step`` and ``flops_by_op`` (`vrt_spike.bench.flops` over the first
             warm-up step: forward, loss, backward with its recomputation, optimizer step).
         count_ops: profile the first timed step (``torch.profiler``) for the counts above.
         count_flops: count the FLOPs of the first warm-up step. A compiled network runs that step
