@@ -8,7 +8,7 @@ default interval 20), so the collect/write/log/console work is included. Both pr
 (robust when other jobs share the machine) and wall time are reported per run, with the ratio of
 the medians.
 
-    PYTHONPATH=$PWD python benchmarks/timing_overhead.py [--model tiny] [--clip 2,40,40]
+    python -m vrt_spike.bench.timing_overhead [--model tiny] [--clip 2,40,40]
         [--repeats 3] [override ...]     # overrides: Hydra syntax, e.g. model.vrt.depths=[...]
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from vrt_spike import PROJECT_ROOT
 from vrt_spike.lit.module import build_net
 from vrt_spike.timing.callback import TimingCallback
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INTERVAL = inspect.signature(TimingCallback).parameters["interval"].default
 
 
@@ -82,7 +82,7 @@ class Stopwatch(pl.Callback):
 
 
 def model_config(model: str, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(overrides=[f"+model={model}", "+data.num_bins=4", "+data.sharp_instant=0.5625",
                                  "+data.sharp_width=0.125", *overrides])
     return OmegaConf.to_container(cfg.model, resolve=True)
