@@ -32,7 +32,7 @@ test-all: install
 # CPU-sized default; on a GPU run e.g. `python -m vrt_spike.bench model=baseline data.crop_size=256 ...`
 bench: install
 	$(PY) -m vrt_spike.bench model=tiny data.batch_size=1 data.clip_len=3 data.crop_size=64 \
-		bench.warmup=1 bench.iters=3 bench.breakdown_steps=1
+		bench.warmup=1 bench.iters=3
 
 # Wheels that benchmarks/gpu_ladder.sh installs on a bare GPU box (Python 3.12, manylinux x86_64),
 # which has torch, lightning, einops, torchmetrics, numpy, PyYAML, ... but not these runtime

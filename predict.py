@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import vrt_spike  # noqa: E402,F401  (registers the ${project_root:} resolver)
+import vrt_spike.lit  # noqa: E402,F401  (registers the resolvers conf/ uses)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

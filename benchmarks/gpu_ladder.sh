@@ -2,13 +2,13 @@
 # The one-shot GPU run on a bare GPU box that has torch (and lightning, einops, torchmetrics, ...)
 # but not the rest of the project's runtime dependencies: installs the carried wheels (`make wheels`
 # here puts them in .whl/), puts the repository itself on PYTHONPATH (no pip install of the
-# project), runs benchmarks/gpu_ladder.py, then the CUDA tests. Everything it reports goes to $OUT
+# project), runs `python3 -m vrt_spike.bench.gpu_ladder`, then the CUDA tests. Everything it reports goes to $OUT
 # (default: benchmarks/): gpu_ladder.{csv,md}, gpu_ladder_optimizers.csv, gpu_ladder.log,
 # gpu_ladder_runs.tar.gz (per-rung logs and timing tables), pytest_cuda.log.
 #
 #   bash benchmarks/gpu_ladder.sh
 # Environment: LADDER_BUDGET_S (seconds for the ladder, default 450: with the tests it fits a
-# 10-minute command), LADDER_ARGS (more gpu_ladder.py options, e.g. --skip-compile), PYTEST_TIMEOUT_S
+# 10-minute command), LADDER_ARGS (more gpu_ladder options, e.g. --skip-compile), PYTEST_TIMEOUT_S
 # (default 100), LADDER_SITE (default /tmp/site).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_de
 EOF
 
 work=$(mktemp -d /tmp/gpu_ladder.XXXXXX)
-python3 benchmarks/gpu_ladder.py ${LADDER_ARGS:-} --budget "${LADDER_BUDGET_S:-450}" --out "$OUT/gpu_ladder.csv" --work-dir "$work" \
+python3 -m vrt_spike.bench.gpu_ladder ${LADDER_ARGS:-} --budget "${LADDER_BUDGET_S:-450}" --out "$OUT/gpu_ladder.csv" --work-dir "$work" \
   2>&1 | tee "$OUT/gpu_ladder.log"
 ladder_rc=${PIPESTATUS[0]}
 tar -czf "$OUT/gpu_ladder_runs.tar.gz" -C "$work" --exclude=inductor_cache . || true

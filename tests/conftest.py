@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+import vrt_spike.lit  # noqa: F401  (registers the resolvers conf/ uses, for the tests that compose it)
+
 # W&B never reaches the network from tests.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm import tqdm
 
-from vrt_spike.data.footage import FootageClip, SpikeReading, folder_clip, layout_clips, read_clip, read_spikes
+from vrt_spike.data.footage import SpikeReading, folder_clip, read_clip, read_spikes
+from vrt_spike.data.layout import Clip, discover
 from vrt_spike.data.transforms import upsample_spike
 from vrt_spike.data.writers import side_by_side, to_uint8, write_mp4, write_png
 from vrt_spike.lit.module import DeblurModule
@@ -35,7 +36,7 @@ __all__ = ["FloorFrames", "input_clips", "floor_panel", "predict_footage", "pred
 FloorFrames = Callable[[np.ndarray], np.ndarray]
 
 
-def input_clips(input_cfg: Mapping[str, Any], *, drop_partial: bool = False) -> list[FootageClip]:
+def input_clips(input_cfg: Mapping[str, Any], *, drop_partial: bool = False) -> list[Clip]:
     """The clips named by ``input.*``: ``blur_dir`` + ``spike_dir`` + ``spike_hw`` when ``blur_dir``
     is set (``root`` is then ignored), otherwise every clip of ``split`` under ``root``."""
     if input_cfg.get("blur_dir"):
@@ -48,10 +49,10 @@ def input_clips(input_cfg: Mapping[str, Any], *, drop_partial: bool = False) -> 
     if not input_cfg.get("root"):
         raise ValueError("input: set input.root (a GoPro-spike dataset root) or input.blur_dir, input.spike_dir "
                          "and input.spike_hw (two folders)")
-    return layout_clips(input_cfg["root"], str(input_cfg.get("split", "test")), drop_partial=drop_partial)
+    return discover(input_cfg["root"], str(input_cfg.get("split", "test")), sharp=False, drop_partial=drop_partial)
 
 
-def floor_panel(clip: FootageClip, reading: SpikeReading, floor_frames: FloorFrames) -> Tensor:
+def floor_panel(clip: Clip, reading: SpikeReading, floor_frames: FloorFrames) -> Tensor:
     """``floor_frames`` of every exposure of ``clip`` as a grey ``(T, 3, H, W)`` clip on the RGB grid."""
     images = []
     for i in range(len(clip)):
@@ -81,7 +82,7 @@ def _peak_memory(device: torch.device) -> str:
 @torch.no_grad()
 def predict_footage(
     module: DeblurModule,
-    clips: Sequence[FootageClip],
+    clips: Sequence[Clip],
     reading: SpikeReading,
     out_dir: str | Path,
     *,
@@ -151,11 +152,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    """``predict.py``: load ``ckpt_path``, restore ``input.*``, write under ``out_dir``, print a summary."""
+def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """``predict.py``: load ``ckpt_path``, restore ``input.*``, write under ``out_dir``, print a summary.
+
+    A train.py checkpoint brings its run's spike settings (``data.*``, :func:`load_for_inference`;
+    ``overrides``: the command line's, default this Hydra run's).
+    """
     torch.manual_seed(int(cfg.seed))
     set_tf32(cfg.get("tf32", True))
-    module = load_for_inference(cfg)
+    module = load_for_inference(cfg, overrides)
     reading = SpikeReading.from_data_config(cfg.data)
     input_cfg = OmegaConf.to_container(cfg.input, resolve=True)
     clips = input_clips(input_cfg, drop_partial=reading.drop_partial)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vrt_spike.profiling.results import FIELDS, read_jsonl
+from vrt_spike.bench.results import FIELDS, read_jsonl
 
 # Two real CLI runs of the tiny preset cost ~125 s of CPU (SpyNet's fixed cost dominates even at
 # the smallest legal input): over the area's 60 s fast budget, so `make test-all` runs them.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The smallest input the tiny preset takes (VRT needs >= 40 px at window 4; SpyNet pads to 64).
 SHAPE = ["data.batch_size=1", "data.clip_len=2", "data.crop_size=40", "data.num_bins=4"]
 MODEL = ["model=tiny"]
-LOOP = ["bench.warmup=1", "bench.iters=1", "bench.breakdown_steps=1", "bench.peak_tflops=1.0"]
+LOOP = ["bench.warmup=1", "bench.iters=1", "bench.breakdown=true", "bench.peak_tflops=1.0"]
 CONFIG = ["bench.device=cpu"]
 LABELS = [" ".join([*MODEL, *SHAPE, *CONFIG, f"optim={o}"]) for o in ("adamw", "adamw8bit")]
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vrt_spike.models.vrt.deform_conv import modulated_deform_conv2d
-from vrt_spike.profiling.flops import (
+from vrt_spike.bench.flops import (
     BILINEAR_SAMPLE_FLOPS, DEFORM_BACKWARD_SAMPLING_FACTOR, MASK_FLOPS, count_flops,
     deform_conv2d_flops, deform_conv_op_names,
 )

@@ -1,111 +1,80 @@
-"""`run_benchmark` on a small stand-in network: every row field filled and consistent, FLOPs equal
-to the hand count, precisions handled."""
+"""The bench's row from measured figures: every field filled and consistent (throughput, MFU and
+the per-stage table from the step times and FLOPs); the checkpointing switches; bad keys named."""
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from hydra import compose, initialize_config_dir
 
-from vrt_spike.bench import (
-    BenchSpec, checkpointing_summary, print_report, run_benchmark, set_checkpointing,
+from vrt_spike import PROJECT_ROOT
+from vrt_spike.bench.run import (
+    BenchResult, InferFigures, TrainFigures, checkpointing_summary, make_row, measure_training, print_report,
+    set_checkpointing,
 )
-from vrt_spike.profiling.results import FIELDS
+from vrt_spike.bench.measure import Spread
+from vrt_spike.bench.results import FIELDS
+from vrt_spike.timing.table import TimingRow, summarize
+
+META = dict(label="toy", model="toy", optimizer="adamw", checkpointing="off", compile=False)
+SHAPE = dict(batch_size=2, clip_len=3, crop_size=8, num_bins=4)
 
 
-class ClipConvAttention(nn.Module):
-    """forward(rgb (B,T,3,H,W), spike (B,T,K,H,W)) -> (B,T,3,H,W): conv, pixel attention, conv."""
-
-    def __init__(self, k: int, dim: int = 8, heads: int = 2) -> None:
-        super().__init__()
-        self.heads = heads
-        self.inp = nn.Conv2d(3 + k, dim, 3, padding=1)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Conv2d(dim, 3, 3, padding=1)
-
-    def forward(self, rgb: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = rgb.shape
-        f = self.inp(torch.cat([rgb, spike], 2).flatten(0, 1))  # (BT, C, H, W)
-        n, c = h * w, f.shape[1]
-        q, k, v = (self.qkv(f.flatten(2).transpose(1, 2))
-                   .view(b * t, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4))
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b * t, n, c)
-        f = f + a.transpose(1, 2).reshape(b * t, c, h, w)
-        return self.out(f).unflatten(0, (b, t))
+def _figures() -> tuple[TrainFigures, InferFigures]:
+    stages = summarize(TimingRow(step=s, epoch=0, rank=0, region=r, ms=ms) for s in range(3)
+                       for r, ms in (("step", 40.0 + s), ("backward", 20.0), ("optimizer_step", 5.0),
+                                     ("forward.vrt", 12.0)))
+    train = TrainFigures(step_ms=Spread.of([40.0, 41.0, 42.0]), flops=6_000_000, deform_flops=1000,
+                         peak_bytes=300 * 2**20, mem_kind="cpu_rss_hwm", stages=stages)
+    infer = InferFigures(ms=Spread.of([10.0, 11.0, 12.0]), flops=2_000_000, peak_bytes=100 * 2**20, params=1234)
+    return train, infer
 
 
-def analytic_flops(b: int, t: int, k: int, hw: int, dim: int = 8, heads: int = 2) -> tuple[int, int]:
-    """(forward, training step) FLOPs of ClipConvAttention, derived by hand."""
-    bt, n, d = b * t, hw * hw, dim // heads
-    conv_in = 2 * bt * dim * n * (3 + k) * 9
-    qkv = 2 * bt * n * dim * 3 * dim
-    attn = 2 * (2 * bt * heads * n * n * d)
-    conv_out = 2 * bt * 3 * n * dim * 9
-    fwd = conv_in + qkv + attn + conv_out
-    # grad-input + grad-weight for all but the first conv (weight only); SDPA backward 5 matmuls
-    bwd = conv_in + 2 * (qkv + conv_out) + 5 * attn // 2
-    return fwd, fwd + bwd
-
-
-META = dict(label="toy", model="toy", optimizer="adamw", checkpointing="off")
-
-
-def _spec(precision: str = "32", **kw) -> BenchSpec:
-    args = dict(batch_size=2, clip_len=3, crop_size=8, num_bins=4, warmup=1, iters=3,
-                breakdown_steps=0, precision=precision, device=torch.device("cpu"))
-    args.update(kw)
-    return BenchSpec(**args)
-
-
-def test_row_complete_consistent_and_flops_match_hand_count(capsys: pytest.CaptureFixture) -> None:
-    net = ClipConvAttention(k=4)
-    spec = _spec(peak_tflops=0.5)
-    result = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(), spec,
-                           use_spike=True, meta=META)
-    row = result.row
+def test_row_complete_consistent(capsys: pytest.CaptureFixture) -> None:
+    train, infer = _figures()
+    row = make_row(META, SHAPE, device=torch.device("cpu"), precision="32", warmup=1, train=train, infer=infer,
+                   peak_tflops=0.5)
     assert tuple(row) == FIELDS
     blanks = [k for k, v in row.items() if v is None or v == "" or v == {}]
-    assert blanks == ["sweep_id", "overrides", "stage_ms"]  # no sweep, no overrides, breakdown off
-    for key in ("train_step_ms_median", "train_step_ms_p10", "infer_ms_median",
-                "train_peak_mem_mib", "infer_peak_mem_mib", "train_mfu", "infer_mfu"):
-        assert row[key] > 0, key
-    assert row["train_step_ms_p10"] <= row["train_step_ms_median"] <= row["train_step_ms_p90"]
-    step_s = row["train_step_ms_median"] / 1e3
+    assert blanks == ["sweep_id", "overrides"]  # no sweep, no overrides
+    assert row["train_step_ms_p10"] <= row["train_step_ms_median"] == 41.0 <= row["train_step_ms_p90"]
+    step_s = 41.0 / 1e3
+    assert row["iters"] == 3 and row["warmup"] == 1
     assert row["train_samples_per_s"] == pytest.approx(2 / step_s)
     assert row["train_frames_per_s"] == pytest.approx(2 * 3 / step_s)
-    assert row["infer_samples_per_s"] == pytest.approx(2 / (row["infer_ms_median"] / 1e3))
-    fwd, train = analytic_flops(2, 3, 4, 8)
-    assert row["infer_flops_per_forward"] == pytest.approx(fwd, rel=0.01)
-    assert row["train_flops_per_step"] == pytest.approx(train, rel=0.01)
-    assert row["train_deform_flops"] == 0
-    assert row["train_mfu"] == pytest.approx(train / step_s / 0.5e12, rel=0.01)
-    assert row["params"] == sum(p.numel() for p in net.parameters())
-    assert row["mem_kind"].startswith("cpu_rss")
-    assert row["compute_dtype"] == "tf32" or row["compute_dtype"] == "fp32"
+    assert row["infer_samples_per_s"] == pytest.approx(2 / (11.0 / 1e3))
+    assert row["train_flops_per_step"] == 6_000_000 and row["train_deform_flops"] == 1000
+    assert row["infer_flops_per_forward"] == 2_000_000
+    assert row["train_mfu"] == pytest.approx(6e6 / step_s / 0.5e12)
+    assert row["infer_mfu"] == pytest.approx(2e6 / 0.011 / 0.5e12)
+    assert row["train_peak_mem_mib"] == 300 and row["infer_peak_mem_mib"] == 100
+    assert row["params"] == 1234 and row["mem_kind"] == "cpu_rss_hwm"
+    assert row["compute_dtype"] in ("tf32", "fp32") and row["peak_source"].startswith("override")
+    assert row["stage_ms"] == {"step": 41.0, "backward": 20.0, "optimizer_step": 5.0, "forward.vrt": 12.0}
 
-    text = print_report(result)
-    assert "samples/s" in text and "[p10, p90]" in text and "MFU" in text
+    text = print_report(BenchResult(row=row, stages=train.stages))
+    assert "samples/s" in text and "[p10, p90]" in text and "MFU" in text and "Timing profile" in text
     assert text in capsys.readouterr().out
 
 
-def test_optimizer_steps_and_bf16_mixed_runs() -> None:
-    net = ClipConvAttention(k=4)
-    before = [p.detach().clone() for p in net.parameters()]
-    row = run_benchmark(net, torch.optim.AdamW(net.parameters(), lr=1e-2), nn.L1Loss(),
-                        _spec("bf16-mixed"), use_spike=True, meta=META).row
-    assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+def test_bf16_row_has_no_cpu_peak() -> None:
+    train, infer = _figures()
+    row = make_row(META, SHAPE, device=torch.device("cpu"), precision="bf16-mixed", warmup=2, train=train,
+                   infer=infer)
     assert row["compute_dtype"] == "bf16"
     assert row["train_mfu"] is None and "n/a on cpu" in row["peak_source"]
-    assert math.isfinite(row["train_step_ms_median"])
 
 
-def test_bad_spec_names_the_key() -> None:
+def test_bad_bench_keys_are_named(tmp_path) -> None:
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=["bench.iters=0"])
     with pytest.raises(ValueError, match="bench.iters must be >= 1"):
-        _spec(iters=0)
+        measure_training(cfg, tmp_path)
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=["trainer.precision=64x"])
+    train, infer = _figures()
     with pytest.raises(ValueError, match="trainer.precision"):
-        _spec("64")
+        make_row(META, SHAPE, device=torch.device("cpu"), precision=str(cfg.trainer.precision), warmup=1,
+                 train=train, infer=infer)
 
 
 def test_checkpointing_summary_lists_switches() -> None:
@@ -119,22 +88,3 @@ def test_checkpointing_summary_lists_switches() -> None:
     assert off["vrt"]["no_checkpoint_attn_blocks"] == [1] and cfg["spike_tsa"]["use_checkpoint"]
     assert checkpointing_summary(set_checkpointing(cfg, on=True)) == (
         "vrt.use_checkpoint_attn+vrt.use_checkpoint_ffn+spike_tsa.use_checkpoint")
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
-def test_cuda_row_uses_allocator_stats_events_and_peak_table(precision: str) -> None:
-    dev = torch.device("cuda")
-    # Head dim 8: CUDA's flash kernel (bf16/fp16) zero-pads head dims to a multiple of 8 and the
-    # counter then counts the padded (executed) work; a head dim of 4 would count twice the
-    # analytic attention FLOPs (measured on an H100).
-    net = ClipConvAttention(k=4, dim=16).to(dev)
-    row = run_benchmark(net, torch.optim.AdamW(net.parameters()), nn.L1Loss(),
-                        _spec(precision, device=dev), use_spike=True, meta=META).row
-    assert row["mem_kind"] == "cuda_max_allocated"
-    assert row["train_peak_mem_mib"] > 0 and row["infer_peak_mem_mib"] > 0
-    assert row["train_step_ms_median"] > 0
-    fwd, train = analytic_flops(2, 3, 4, 8, dim=16)
-    assert row["train_flops_per_step"] == pytest.approx(train, rel=0.01)
-    if row["peak_tflops"] is not None:
-        assert 0 < row["train_mfu"] < 1 and row["peak_source"].startswith("table:")

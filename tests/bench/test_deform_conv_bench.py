@@ -1,18 +1,16 @@
-"""``benchmarks/deform_conv.py``: both implementations' accuracy against float64, and their times."""
+"""``vrt_spike/bench/deform_conv.py``: both implementations' accuracy against float64, and their times."""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "deform_conv.py"
 FIELDS = ("out", "x", "offset", "mask", "weight", "bias")
 
 
 def test_prints_accuracy_and_a_time_row_per_impl_and_thread_count() -> None:
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--pairs", "2", "--channels", "32", "--size", "16", "--threads", "1", "2",
+        [sys.executable, "-m", "vrt_spike.bench.deform_conv", "--pairs", "2", "--channels", "32", "--size", "16", "--threads", "1", "2",
          "--repeats", "1"],
         check=True, capture_output=True, text=True,
     ).stdout

@@ -1,10 +1,9 @@
-"""``benchmarks/gpu_ladder.py``: the ladder's plan (carried switches, out-of-memory retries, budget
+"""``vrt_spike/bench/gpu_ladder.py``: the ladder's plan (carried switches, out-of-memory retries, budget
 skips, the best rung) and a real smoke ladder on the CPU whose table has every column filled."""
 from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,12 @@ from hydra import compose, initialize_config_dir
 from vrt_spike import PROJECT_ROOT
 from vrt_spike.lit.module import build_net
 
-LADDER_PY = PROJECT_ROOT / "benchmarks" / "gpu_ladder.py"
+from vrt_spike.bench import gpu_ladder
 
 
 @pytest.fixture(scope="module")
 def ladder_mod():
-    spec = importlib.util.spec_from_file_location("gpu_ladder", LADDER_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return gpu_ladder
 
 
 # ------------------------------------------------------------------------------------- the plan
@@ -233,7 +228,7 @@ def test_full_smoke_ladder_through_the_cli(ladder_mod, tmp_path: Path) -> None:
     import subprocess
 
     out = tmp_path / "out" / "ladder.csv"
-    proc = subprocess.run([sys.executable, str(LADDER_PY), "--smoke", "--peak-tflops", "1", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "vrt_spike.bench.gpu_ladder", "--smoke", "--peak-tflops", "1", "--out", str(out),
                            "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _read_csv(out)

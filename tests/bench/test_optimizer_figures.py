@@ -1,4 +1,4 @@
-"""Optimizer figures (`vrt_spike.profiling.optimizer`, `bench.optimizer_figures`): the state bytes are
+"""Optimizer figures (`vrt_spike.bench.optimizer`, `bench.optimizer_figures`): the state bytes are
 the analytic count of AdamW's and bitsandbytes' 8-bit AdamW's states, and the step is timed."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench import optimizer_figures, shipped_optim_config
-from vrt_spike.profiling.optimizer import (
+from vrt_spike.bench.run import optimizer_figures, shipped_optim_config
+from vrt_spike.bench.optimizer import (
     FIGURE_COLUMNS, describe_optimizer, figures_text, measure_optimizer, optimizer_state_bytes,
 )
 

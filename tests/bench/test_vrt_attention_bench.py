@@ -1,7 +1,6 @@
-"""``benchmarks/vrt_attention.py``: its worker measures a step and says which attention kernels ran."""
+"""``vrt_spike/bench/vrt_attention.py``: its worker measures a step and says which attention kernels ran."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,16 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "vrt_attention.py"
+from vrt_spike.bench import vrt_attention
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vrt_attention_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return vrt_attention
 
 
 def _run(bench, impl: str, mode: str) -> dict:
@@ -66,9 +61,8 @@ def test_cpu_memory_worker_sees_a_step_past_a_warm_heap(bench) -> None:
     ~64 MiB and an empty step ~0, in a process started the way the memory worker is (with
     ``CPU_MEMORY_ENV``, whatever MALLOC_* settings the caller has)."""
     code = (
-        "import importlib.util, os, sys, torch\n"
-        f"spec = importlib.util.spec_from_file_location('b', {str(BENCH)!r})\n"
-        "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
+        "import os, sys, torch\n"
+        "from vrt_spike.bench import vrt_attention as b\n"
         "warm = torch.ones(256 * 2**20 // 4); del warm\n"
         "def peak(step):\n"
         "    with b._RssPeak() as rss:\n"

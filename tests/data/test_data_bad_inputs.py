@@ -20,13 +20,21 @@ def _dataset(root, **kwargs) -> SpikeDeblurDataset:
 
 
 def test_missing_spike_file(tiny_copy):
-    missing = tiny_copy / layout.spike_dir("train", CLIP) / "000002.dat"
-    missing.unlink()
-    with pytest.raises(FileNotFoundError) as err:
+    spike_dir = tiny_copy / layout.spike_dir("train", CLIP)
+    (spike_dir / "000002.dat").unlink()
+    with pytest.raises(LayoutError) as err:
         _dataset(tiny_copy)
     msg = str(err.value)
-    assert str(missing) in msg and "000002.png" in msg
-    assert "expected one .dat per RGB frame: 6, found 5" in msg
+    assert msg.startswith(str(spike_dir)) and str(tiny_copy / layout.blur_dir("train", CLIP)) in msg
+    assert "expected one spike .dat per blurred PNG with the same stem, got 6 blurred PNG and 5 spike .dat" in msg
+    assert "blurred PNG without spike .dat: 1 ['000002']; spike .dat without blurred PNG: 0 []" in msg
+
+
+def test_spike_file_without_a_frame(tiny_copy):
+    spike_dir = tiny_copy / layout.spike_dir("train", CLIP)
+    (spike_dir / "000009.dat").write_bytes((spike_dir / "000000.dat").read_bytes())
+    with pytest.raises(LayoutError, match=re.escape("spike .dat without blurred PNG: 1 ['000009']")):
+        _dataset(tiny_copy)
 
 
 def test_mis_sized_dat(tiny_copy):
@@ -34,10 +42,12 @@ def test_mis_sized_dat(tiny_copy):
     size = bad.stat().st_size  # 12 frames of 16x16 = 384 bytes
     with bad.open("ab") as f:
         f.write(b"\x00" * 7)
-    with pytest.raises(SpikeFormatError) as err:
+    with pytest.raises(LayoutError) as err:
         _dataset(tiny_copy)
+    assert isinstance(err.value.__cause__, SpikeFormatError)
     msg = str(err.value)
     assert str(bad) in msg and "16×16" in msg and f"{size + 7} bytes" in msg and "multiple of 32" in msg
+    assert msg.endswith(f"(spike size from {layout.config_path(tiny_copy)})")
     # explicit opt-in drops the trailing partial frame, with a warning
     with pytest.warns(UserWarning, match=re.escape(str(bad))):
         ds = _dataset(tiny_copy, drop_partial_frames=True)
@@ -79,7 +89,8 @@ def test_mismatched_frame_counts(tiny_copy):
     with pytest.raises(LayoutError) as err:
         _dataset(tiny_copy)
     msg = str(err.value)
-    assert str(blur_dir) in msg and "expected 6 frames, got 5" in msg and "'000005'" in msg
+    assert msg.startswith(str(tiny_copy / layout.sharp_dir("train", CLIP))) and str(blur_dir) in msg
+    assert "got 5 blurred PNG and 6 sharp PNG" in msg and "sharp PNG without blurred PNG: 1 ['000005']" in msg
 
 
 def test_clip_shorter_than_clip_len(tiny_root):
@@ -133,7 +144,8 @@ def test_missing_split_and_clip_dirs(tiny_copy):
     for p in spike_dir.iterdir():
         p.unlink()
     spike_dir.rmdir()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(spike_dir)) + ": missing spike directory"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{spike_dir}: missing directory: expected one spike "
+                                                          "stream per blurred frame (6) (*.dat)")):
         _dataset(tiny_copy)
 
 

@@ -22,20 +22,20 @@ def _tree(root) -> dict[str, bytes]:
 
 def test_layout_sizes_and_spike_resolution(tiny_root, tiny_cfg):
     assert yaml.safe_load(layout.config_path(tiny_root).read_text())["spike_h"] == 16
-    spike_cfg, clips = layout.discover(tiny_root, "train")
-    assert (spike_cfg.height, spike_cfg.width) == (16, 16)
+    clips = layout.discover(tiny_root, "train")
+    assert all(c.spike_size == (16, 16) for c in clips)
     assert [c.name for c in clips] == ["synth_train_000", "synth_train_001"]
     assert all(len(c) == tiny_cfg.frames and c.rgb_size == (32, 32) for c in clips)
     assert all(n == tiny_cfg.sub_frames * tiny_cfg.spike_steps for c in clips for n in c.spike_frames)
-    _, test = layout.discover(tiny_root, "test")
+    test = layout.discover(tiny_root, "test")
     assert [c.name for c in test] == ["synth_test_000"]
-    _, val = layout.discover(tiny_root, "val")
+    val = layout.discover(tiny_root, "val")
     assert [c.name for c in val] == ["synth_val_000"]
     assert json.loads((tiny_root / MANIFEST).read_text())["config"] == dataclasses.asdict(tiny_cfg)
 
 
 def test_content_blur_differs_from_sharp_and_spikes_follow_brightness(tiny_root, tiny_cfg):
-    _, clips = layout.discover(tiny_root, "train")
+    clips = layout.discover(tiny_root, "train")
     clip = clips[0]
     blur = np.stack([np.asarray(Image.open(p), dtype=np.float64) for p in clip.blur])
     sharp = np.stack([np.asarray(Image.open(p), dtype=np.float64) for p in clip.sharp])
@@ -117,8 +117,8 @@ def test_default_config_layout_and_determinism(tmp_path):
     synthesize(a)
     cfg = SynthConfig()
     for split, count in (("train", cfg.train_clips), ("val", cfg.val_clips), ("test", cfg.test_clips)):
-        spike_cfg, clips = layout.discover(a, split)
-        assert (spike_cfg.height, spike_cfg.width) == (64, 64)
+        clips = layout.discover(a, split)
+        assert all(c.spike_size == (64, 64) for c in clips)
         assert len(clips) == count and all(len(c) == cfg.frames and c.rgb_size == (128, 128) for c in clips)
     synthesize(b, dataclasses.replace(cfg, train_clips=1, val_clips=0, test_clips=0))
     first = {k: v for k, v in _tree(a).items() if "synth_train_000" in k}
@@ -140,7 +140,7 @@ def test_interrupted_build_dirs_are_cleaned_up(tmp_path, tiny_cfg):
 def test_splits_hold_scenes_of_their_own(tiny_root, tmp_path, tiny_cfg):
     """Train, val and test clips are different scenes (seeded by split), and adding the val split left
     the train and test scenes as they were: a build without val has byte-identical train/test files."""
-    splits = {s: layout.discover(tiny_root, s)[1] for s in ("train", "val", "test")}
+    splits = {s: layout.discover(tiny_root, s) for s in ("train", "val", "test")}
     first_frames = {c.name: c.sharp[0].read_bytes() for clips in splits.values() for c in clips}
     assert len(set(first_frames.values())) == len(first_frames) == 4  # no scene appears twice
     assert {c.name for c in splits["val"]}.isdisjoint({c.name for c in splits["train"] + splits["test"]})

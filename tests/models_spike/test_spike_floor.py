@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
+from vrt_spike.data import layout
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
 from vrt_spike.data.spike_io import write_dat
 from vrt_spike.models.classical import sdm, short_and_long_rates, spike_floor, tfp, window_weights
 
@@ -120,7 +121,7 @@ def test_clip_floor_reads_the_raw_dat_stream(tmp_path: Path, rgb_scale: int) -> 
     rng = np.random.default_rng(1)
     bits = (rng.random((32, 8, 8)) < 0.3).astype(np.uint8)
     blur = torch.from_numpy(_write_camera_dataset(tmp_path, bits, rgb_scale))
-    ds = ClipDataset(gt_clips(tmp_path, "test"), SpikeReading(num_bins=4), floor=FloorReading("sdm", 0.5625, 0.125))
+    ds = ClipDataset(layout.discover(tmp_path, "test"), SpikeReading(num_bins=4), floor=FloorReading("sdm", 0.5625, 0.125))
     sample = ds[0]
     # By hand: frames 16..19 (window 4 of 32 at 18/32), over all 32 frames, upsampled bilinearly.
     short = torch.from_numpy(bits[16:20].mean(0, dtype=np.float32))[None, None]

@@ -1,4 +1,4 @@
-"""Do the spikes help? ``benchmarks/spikes_help.py`` trains through ``train.py`` and scores through
+"""Do the spikes help? ``vrt_spike/bench/spikes_help.py`` trains through ``train.py`` and scores through
 ``evaluate.py``: a fast smoke of a few steps, and the slow per-seed targets.
 
 The slow test runs the default setup (``experiment=spikes_help``: 1200 steps of the tiny preset per
@@ -8,25 +8,20 @@ per seed.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "spikes_help.py"
+from vrt_spike.bench import spikes_help
+
 SEEDS = (0, 1, 2)
 # A 48x48 dataset of 4-frame clips: one clip per split.
 SMOKE_DATA = {"seed": 0, "train_clips": 1, "val_clips": 1, "test_clips": 1, "frames": 4, "height": 48, "width": 48}
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("spikes_help", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return spikes_help
 
 
 @pytest.mark.slow

@@ -1,16 +1,26 @@
 """evaluate.py: per-clip and mean PSNR/SSIM CSV, PNGs, tiling, an official VRT checkpoint; val figures that
-evaluate.py reproduces, and test=true on the checkpoint selected on val."""
+evaluate.py reproduces, and test=true on the checkpoint selected on val; evaluate.py and predict.py read spikes
+with the checkpoint's run's data settings."""
 from __future__ import annotations
 
 import csv
+import logging
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from train_support import SYNTH, compose_cfg, tiny_overrides
+from PIL import Image
+from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
-from vrt_spike.lit.run import TILE_FROM_CHECKPOINT, evaluate, load_for_inference, train
+from vrt_spike.lit.run import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, evaluate, load_for_inference, train
+from vrt_spike.predict import predict
+
+# The run trains with fewer voxel bins than conf/data's 32: evaluate and predict must read the spikes
+# as the run did without being told.
+TRAINED_NUM_BINS = 8
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -20,10 +30,11 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def selected(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """4 steps, validated at steps 2 and 4 (both checkpoints kept), then test=true."""
+    """4 steps with data.num_bins=8, validated at steps 2 and 4 (both checkpoints kept), then test=true."""
     run_dir = tmp_path_factory.mktemp("selected")
     cfg = compose_cfg("train", [*tiny_overrides(synthetic_root, steps=4), f"paths.output_dir={run_dir}",
-                                "trainer.val_check_interval=2", "callbacks.checkpoint_best.save_top_k=-1", "test=true"])
+                                f"data.num_bins={TRAINED_NUM_BINS}", "trainer.val_check_interval=2",
+                                "callbacks.checkpoint_best.save_top_k=-1", "test=true"])
     return train(cfg)
 
 
@@ -99,6 +110,67 @@ def test_test_true_scores_the_val_selected_checkpoint_on_the_test_split(selected
         assert selected[f"test_{m}"] == pytest.approx(result["mean"][m], abs=1e-4), m
     assert selected["test_scope"]["frames"] == 2 * SYNTH["frames"]  # every frame of the test clips
     assert selected["test_psnr_input"] != selected["val_psnr_input"]  # other frames than validation's
+
+
+def _pngs(folder: Path) -> dict[str, np.ndarray]:
+    """``{clip/stem: pixels}`` of every PNG under ``folder``."""
+    return {str(p.relative_to(folder).with_suffix("")): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
+
+
+def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(trained: Path, synthetic_root: Path, tmp_path: Path,
+                                                                  caplog) -> None:
+    """A checkpoint trained with data.num_bins=8 restores the same frames whether data.num_bins=8 is given
+    or not (conf/data says 32); evaluate and predict (on a GT-free copy) agree."""
+    saved = torch.load(trained, map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]
+    assert saved["num_bins"] == TRAINED_NUM_BINS and set(CHECKPOINT_DATA_KEYS) <= set(saved)
+    assert compose_cfg("evaluate", ["paths.output_dir=/tmp/unused"]).data.num_bins != TRAINED_NUM_BINS
+    gt_free = tmp_path / "no_gt"
+    shutil.copytree(synthetic_root, gt_free)
+    shutil.rmtree(gt_free / "GOPRO_Large" / "test_GT")
+    frames = {}
+    for given in ([], [f"data.num_bins={TRAINED_NUM_BINS}"]):
+        name = "given" if given else "taken"
+        ev = [*_eval_overrides(synthetic_root, tmp_path / f"evaluate_{name}"), "data.eval_crop_size=null",
+              f"ckpt_path={trained}", "save_images=true", *given]
+        with caplog.at_level(logging.INFO, logger="vrt_spike.lit.run"):
+            evaluate(compose_cfg("evaluate", ev), overrides=ev)
+        taken = [r.getMessage() for r in caplog.records if "spike settings of the checkpoint" in r.getMessage()]
+        assert len(taken) == 1 and ("data.num_bins=8 (config: 32)" in taken[0]) == (not given), taken  # logged once
+        caplog.clear()
+        frames[f"evaluate_{name}"] = _pngs(tmp_path / f"evaluate_{name}" / "images")
+        pr = [f"ckpt_path={trained}", f"data.root={gt_free}", f"out_dir={tmp_path / f'predict_{name}'}", "device=cpu",
+              "video.enabled=false", f"paths.output_dir={tmp_path}", *given]
+        predict(compose_cfg("predict", pr), overrides=pr)
+        # predict names frames by stem (000000), evaluate by index (000000): the synthetic stems are indices
+        frames[f"predict_{name}"] = _pngs(tmp_path / f"predict_{name}")
+    reference = frames["evaluate_given"]
+    assert len(reference) == 2 * SYNTH["frames"]
+    for name, got in frames.items():
+        assert got.keys() == reference.keys(), name
+        for key in reference:
+            np.testing.assert_array_equal(got[key], reference[key], err_msg=f"{name} {key}")
+
+
+def test_a_spike_setting_that_disagrees_with_the_checkpoint_is_refused(trained: Path, tmp_path: Path) -> None:
+    for name in ("evaluate", "predict"):
+        overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", "data.num_bins=32"]
+        with pytest.raises(ValueError, match=r"data\.num_bins=32 is given on the command line, but the checkpoint "
+                                             rf".*last\.ckpt was trained with data\.num_bins=8"):
+            load_for_inference(compose_cfg(name, overrides), overrides)
+    for key, value in (("sharp_width", "0.25"), ("spike_upsample", "nearest"), ("representation", "tfp")):
+        overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", f"data.{key}={value}"]
+        with pytest.raises(ValueError, match=rf"data\.{key}={value} is given on the command line"):
+            load_for_inference(compose_cfg("evaluate", overrides), overrides)
+    # the same values as the checkpoint's, and the settings that do not change what the network reads, may be given
+    overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", "data.num_bins=8", "data.spike_upsample=bilinear",
+                 "data.drop_partial_frames=true", "data.spike_floor=tfp"]
+    cfg = compose_cfg("predict", overrides)
+    load_for_inference(cfg, overrides)
+    assert (cfg.data.num_bins, cfg.data.drop_partial_frames, cfg.data.spike_floor) == (8, True, "tfp")
+    # from a real command line: Hydra's overrides (hydra.overrides.task)
+    proc = run_script("predict.py", [f"ckpt_path={trained}", "data.num_bins=32", f"hydra.run.dir={tmp_path / 'run'}"],
+                      cwd=tmp_path)
+    assert proc.returncode != 0 and "data.num_bins=32 is given on the command line" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_test_true_needs_a_checkpoint_selected_on_val(synthetic_root: Path, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
-from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
+from vrt_spike.data import layout
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
 from vrt_spike.lit.module import score_frames
 from vrt_spike.lit.run import _verdict, evaluate
 
@@ -33,7 +34,7 @@ def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_ro
     # the reading *is* the restoration here: its PSNR column and the floor column agree
     assert all(float(f["psnr"]) == pytest.approx(float(f["psnr_spike_floor"])) for f in frames)
     # equal to the reading computed straight from the whole clips, frame by frame
-    ds = ClipDataset(gt_clips(synthetic_root, "test"), SpikeReading.from_data_config(cfg.data),
+    ds = ClipDataset(layout.discover(synthetic_root, "test"), SpikeReading.from_data_config(cfg.data),
                      floor=FloorReading(method, float(cfg.data.sharp_instant), float(cfg.data.sharp_width)))
     direct = []
     for s in ds:

@@ -102,14 +102,17 @@ def test_nonfinite_loss_skips_steps_then_aborts(tiny_cfg, tmp_path: Path) -> Non
 
 
 class _Snapshot(L.Callback):
-    """Parameters after every optimizer step, and which flow parameters had a gradient."""
+    """Parameters after every optimizer step, and how many SpyNet and VRT parameters had a gradient."""
 
     def __init__(self) -> None:
         self.after_step: list[dict[str, torch.Tensor]] = []
         self.flow_grads: list[int] = []
+        self.vrt_grads: list[int] = []
 
     def on_after_backward(self, trainer, pl_module) -> None:
-        self.flow_grads.append(sum(p.grad is not None for n, p in pl_module.net.named_parameters() if "spynet" in n))
+        grads = {n for n, p in pl_module.net.named_parameters() if p.grad is not None}
+        self.flow_grads.append(sum("spynet" in n for n in grads))
+        self.vrt_grads.append(sum(n.startswith("vrt.") for n in grads))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.after_step.append({n: p.detach().clone() for n, p in pl_module.net.named_parameters()})
@@ -159,6 +162,20 @@ def test_flow_frozen_for_the_whole_fit_computes_no_flow_gradient(tiny_cfg, tmp_p
     assert not any(id(p) in in_optimizer for p in spynet)
 
 
+def test_backbone_frozen_for_the_whole_fit_computes_no_backbone_gradient(tiny_cfg, tmp_path: Path) -> None:
+    """The same path as the flow's: model.freeze_backbone_steps >= trainer.max_steps sets VRT's
+    requires_grad=False before the fit; the spike branch trains through the frozen backbone."""
+    module, trainer, snap, moved = _fit_with_freezing(tiny_cfg, tmp_path, steps=2, flow_freeze_steps=0,
+                                                      freeze_backbone_steps=2)
+    assert moved(snap.after_step[-1], lambda n: n.startswith("vrt.")) == 0
+    assert moved(snap.after_step[-1], lambda n: not n.startswith("vrt.")) > 0
+    assert snap.vrt_grads == [0, 0]  # VRT's weight gradients were never computed
+    vrt = list(module.net.vrt.parameters())
+    assert not any(p.requires_grad for p in vrt)
+    in_optimizer = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert in_optimizer and not any(id(p) in in_optimizer for p in vrt)
+
+
 @pytest.mark.parametrize(("optim", "precision"), [("adamw", "32"), ("adamw8bit", "32"), ("adamw", "bf16-mixed")])
 def test_two_step_fit(synthetic_root: Path, tmp_path: Path, optim: str, precision: str) -> None:
     cfg = compose_cfg("train", [*tiny_overrides(synthetic_root), f"optim={optim}", f"trainer.precision={precision}",
@@ -182,7 +199,7 @@ def _guarded_step(opt: torch.optim.Optimizer, guard, params: list[torch.nn.Param
 @pytest.mark.parametrize("name", ["adamw", "adamw8bit"])
 def test_nonfinite_step_is_skipped_on_the_device(tiny_cfg, name: str) -> None:
     from vrt_spike.lit.optim import NonFiniteStepGuard
-    from vrt_spike.profiling.host_syncs import HostSyncCounter
+    from vrt_spike.bench.host_syncs import HostSyncCounter
 
     net = build_net(tiny_cfg.model)
     opt = build_optimizer(net, {**tiny_cfg.optim, "name": name, "weight_decay": 0.1})

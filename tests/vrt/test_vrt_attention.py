@@ -10,16 +10,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vrt_spike.models.vrt import VRT
 from vrt_spike.models.vrt.attention import (
-    CpuFlashAttentionWithMaskGrad,
-    WindowAttention,
     ShiftedWindows,
+    WindowAttention,
     full_shift_mask,
     group_masks,
     group_order,
-    padded_sdpa,
     shift_mask_pattern,
     window_partition,
 )
+from vrt_spike.models.vrt.sdpa import CpuFlashAttentionWithMaskGrad, padded_sdpa
 from vrt_spike.models.vrt.tmsa import TMSAG
 
 CPU = torch.device("cpu")

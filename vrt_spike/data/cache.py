@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from vrt_spike.atomic import atomic_path
 from vrt_spike.data.layout import Clip
 from vrt_spike.data.representations import REPRESENTATIONS, spike_counts
 from vrt_spike.data.spike_io import read_dat
@@ -70,33 +71,26 @@ def cache_file(cache_dir: str | os.PathLike, split: str, spec: CacheSpec, key: s
 def build_cache(path: str | os.PathLike, spec: CacheSpec, clips: list[Clip], key: str) -> Path:
     """Write the cache for ``clips`` to ``path`` atomically; returns ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     h, w, k = spec.spike_h, spec.spike_w, spec.num_bins
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = _FORMAT
-            f.attrs["key"] = key
-            f.attrs["spec"] = json.dumps(asdict(spec), sort_keys=True)
-            for clip in clips:
-                group = f.create_group(clip.name)
-                counts = lengths = None
-                for i, spike_path in enumerate(clip.spike):
-                    bits = read_dat(spike_path, h, w, flip=spec.flip_rows, drop_partial=spec.drop_partial)
-                    c, n = spike_counts(bits, k, spec.representation, spec.tfp_window)
-                    if counts is None:
-                        # 64x64 spatial chunks: a training crop reads only the chunks it overlaps.
-                        chunks = (1, k, min(h, 64), min(w, 64))
-                        counts = group.create_dataset("counts", (len(clip), k, h, w), dtype=c.dtype, chunks=chunks)
-                        lengths = group.create_dataset("lengths", (len(clip), k), dtype=np.int64)
-                    if c.dtype != counts.dtype:
-                        raise CacheError(f"{spike_path}: expected {counts.dtype} counts like the clip's first frame, got {c.dtype} (windows of {n.max()} frames)")
-                    counts[i] = c
-                    lengths[i] = n
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = _FORMAT
+        f.attrs["key"] = key
+        f.attrs["spec"] = json.dumps(asdict(spec), sort_keys=True)
+        for clip in clips:
+            group = f.create_group(clip.name)
+            counts = lengths = None
+            for i, spike_path in enumerate(clip.spike):
+                bits = read_dat(spike_path, h, w, flip=spec.flip_rows, drop_partial=spec.drop_partial)
+                c, n = spike_counts(bits, k, spec.representation, spec.tfp_window)
+                if counts is None:
+                    # 64x64 spatial chunks: a training crop reads only the chunks it overlaps.
+                    chunks = (1, k, min(h, 64), min(w, 64))
+                    counts = group.create_dataset("counts", (len(clip), k, h, w), dtype=c.dtype, chunks=chunks)
+                    lengths = group.create_dataset("lengths", (len(clip), k), dtype=np.int64)
+                if c.dtype != counts.dtype:
+                    raise CacheError(f"{spike_path}: expected {counts.dtype} counts like the clip's first frame, got {c.dtype} (windows of {n.max()} frames)")
+                counts[i] = c
+                lengths[i] = n
     log.info("wrote spike cache %s", path)
     return path
 

@@ -11,9 +11,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from vrt_spike.data import layout
 from vrt_spike.data import synthesize as synth
 from vrt_spike.data.dataset import SpikeDeblurDataset, collate_samples
-from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading, gt_clips
+from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
 from vrt_spike.data.splits import Split, resolve_splits
 
 __all__ = ["SpikeDeblurDataModule"]
@@ -152,7 +153,7 @@ class SpikeDeblurDataModule(L.LightningDataModule):
     def _clip_dataset(self, split: Split) -> ClipDataset:
         """Every whole clip of a val or test split, at ``eval_crop_size``, with the spike floor."""
         hp = self.hparams
-        clips = gt_clips(self.root, split.directory, drop_partial=hp.drop_partial_frames, clips=split.clips)
+        clips = layout.discover(self.root, split.directory, drop_partial=hp.drop_partial_frames, clips=split.clips)
         return ClipDataset(clips, SpikeReading.from_data_config(hp), crop_size=hp.eval_crop_size,
                            floor=FloorReading.from_data_config(hp))
 

@@ -8,31 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from vrt_spike.data import layout
 from vrt_spike.data.cache import CacheSpec, VoxelCache, build_cache, cache_file, cache_key
+from vrt_spike.data.image_io import read_png
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
 
-__all__ = ["SpikeDeblurDataset", "read_png", "collate_samples"]
-
-
-def read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """``(H, W, 3)`` uint8; errors name the file and the expected vs actual mode/size."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode, array = im.mode, np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable PNG (expected an RGB image of {size[0]}×{size[1]}): {err}") from err
-    if mode != "RGB":
-        raise ValueError(f"{path}: expected an RGB image, got mode {mode!r}")
-    if array.shape[:2] != tuple(size):
-        raise ValueError(f"{path}: expected size {size[0]}×{size[1]} like the clip's first frame, got {array.shape[0]}×{array.shape[1]}")
-    return array
+__all__ = ["SpikeDeblurDataset", "collate_samples"]
 
 
 class SpikeDeblurDataset(Dataset):
@@ -92,8 +77,8 @@ class SpikeDeblurDataset(Dataset):
         self.clip_len, self.crop_size = clip_len, crop_size
         self.spike_upsample = spike_upsample
         self.augment = PairedAugment(**augment) if augment is not None else None
-        spike_cfg, self.clips = layout.discover(root, split, drop_partial=drop_partial_frames, clips=clips)
-        self.spike_size = (spike_cfg.height, spike_cfg.width)
+        self.clips = layout.discover(root, split, drop_partial=drop_partial_frames, clips=clips)
+        self.spike_size = self.clips[0].spike_size  # the split's config.yaml: one size for every clip
         self.spec = CacheSpec(representation, num_bins, tfp_window, *self.spike_size, flip_spike_rows, drop_partial_frames)
 
         self.samples: list[tuple[int, int]] = []

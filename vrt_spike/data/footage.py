@@ -1,11 +1,10 @@
 """Whole clips for inference: a blurred RGB video and its spike stream, ground truth optional.
 
-Two sources give the same :class:`FootageClip`:
-
-- a dataset root in the GoPro-spike layout (:mod:`vrt_spike.data.layout`): :func:`layout_clips`
-  reads the blurred frames and spikes only, so the ``*_GT`` folders may be missing;
-  :func:`gt_clips` is the evaluation side (sharp frames required, validated by ``layout.discover``);
-- two folders, one PNG per frame and one ``.dat`` per frame with the same stems: :func:`folder_clip`.
+Clips are :class:`vrt_spike.data.layout.Clip` records, matched by :func:`layout.clip_files`, the one
+discovery: :func:`layout.discover` finds them in a dataset root in the GoPro-spike layout (with
+ground truth for validation and evaluation, or from the blurred frames and spikes alone, the
+``*_GT`` folders then may be missing), and :func:`folder_clip` in two folders, one PNG per frame and
+one ``.dat`` per frame with the same stems.
 
 :func:`read_clip` decodes a clip exactly as :class:`~vrt_spike.data.dataset.SpikeDeblurDataset`
 decodes its full-frame (or centre-cropped) samples; :class:`ClipDataset` is the thin Dataset on top
@@ -17,28 +16,23 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vrt_spike.data import layout
-from vrt_spike.data.dataset import read_png
+from vrt_spike.data.image_io import read_png
+from vrt_spike.data.layout import Clip, clip_files
 from vrt_spike.data.representations import normalise, spike_counts
-from vrt_spike.data.spike_io import SpikeFormatError, count_frames, read_dat
+from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, center_crop_box, full_box, spike_scale, upsample_spike
 from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
 
 __all__ = [
-    "FootageError", "FootageClip", "SpikeReading", "FloorReading", "folder_clip", "layout_clips", "gt_clips",
-    "read_clip", "read_spikes", "ClipDataset",
+    "FootageError", "SpikeReading", "FloorReading", "folder_clip", "read_clip", "read_spikes", "ClipDataset",
 ]
-
-# How many mismatching stems an error lists.
-SHOWN_STEMS = 5
 
 
 class FootageError(ValueError):
@@ -46,25 +40,12 @@ class FootageError(ValueError):
 
 
 @dataclass(frozen=True)
-class FootageClip:
-    """One clip's files, frame-aligned: index i of each tuple is RGB frame i (sorted by stem)."""
-
-    name: str
-    stems: tuple[str, ...]
-    blur: tuple[Path, ...]
-    spike: tuple[Path, ...]
-    sharp: tuple[Path, ...] | None
-    rgb_size: tuple[int, int]
-    spike_size: tuple[int, int]
-    spike_frames: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.stems)
-
-
-@dataclass(frozen=True)
 class SpikeReading:
     """How ``.dat`` streams become the network's spike input (the ``data.*`` keys of training)."""
+
+    # The data.* keys from_data_config reads (a train.py checkpoint carries its run's values).
+    DATA_KEYS: ClassVar[tuple[str, ...]] = (
+        "num_bins", "representation", "tfp_window", "spike_upsample", "flip_spike_rows", "drop_partial_frames")
 
     num_bins: int
     representation: str = "voxel"
@@ -84,6 +65,10 @@ class SpikeReading:
 @dataclass(frozen=True)
 class FloorReading:
     """The non-learned spike reading scored beside every restored frame (``data.spike_floor``)."""
+
+    # The data.* keys from_data_config reads.
+    DATA_KEYS: ClassVar[tuple[str, ...]] = (
+        "spike_floor", "sharp_instant", "sharp_width", "spike_threshold", "spike_gain")
 
     method: str  # one of classical.FLOOR_METHODS
     center: float  # data.sharp_instant
@@ -108,109 +93,36 @@ class FloorReading:
                            width=self.width, threshold=self.threshold, gain=self.gain)
 
 
-def _files(directory: Path, suffix: str, what: str) -> dict[str, Path]:
-    """``{stem: path}`` of the ``suffix`` files in ``directory``; missing or empty is an error."""
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such directory (expected {what})")
-    found = {p.stem: p for p in sorted(directory.iterdir()) if p.is_file() and p.suffix.lower() == suffix}
-    if not found:
-        raise FootageError(f"{directory}: empty folder: expected {what} (*{suffix}), got none")
-    return found
-
-
-def _shown(stems: Sequence[str]) -> str:
-    more = f" and {len(stems) - SHOWN_STEMS} more" if len(stems) > SHOWN_STEMS else ""
-    return f"{list(stems[:SHOWN_STEMS])}{more}"
-
-
-def _matched_stems(blur: dict[str, Path], spike: dict[str, Path], blur_dir: Path, spike_dir: Path) -> list[str]:
-    if blur.keys() == spike.keys():
-        return sorted(blur)
-    no_spike = sorted(blur.keys() - spike.keys())
-    no_blur = sorted(spike.keys() - blur.keys())
-    raise FootageError(
-        f"{spike_dir}: spike files do not match the blurred frames in {blur_dir}: expected one .dat per PNG with "
-        f"the same stem ({len(blur)} PNG, {len(spike)} .dat); PNG without .dat: {len(no_spike)} {_shown(no_spike)}; "
-        f".dat without PNG: {len(no_blur)} {_shown(no_blur)}")
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError) as err:
-        raise FootageError(f"{path}: unreadable PNG (expected a PNG image): {err}") from err
-
-
-def _clip(name: str, blur_dir: Path, spike_dir: Path, spike_size: tuple[int, int], size_source: str,
-          sharp: tuple[Path, ...] | None, drop_partial: bool) -> FootageClip:
-    """Match, size-check and describe one clip (stats files and reads PNG headers only)."""
-    blur = _files(blur_dir, ".png", "blurred RGB frames")
-    spike = _files(spike_dir, ".dat", f"one spike stream per blurred frame ({len(blur)})")
-    stems = _matched_stems(blur, spike, blur_dir, spike_dir)
-    rgb_size = _png_size(blur[stems[0]])
-    spike_scale(rgb_size, spike_size, f"{blur[stems[0]]} (spike size {spike_size[0]}×{spike_size[1]} from {size_source})")
-    frames = []
-    for stem in stems:
-        try:
-            frames.append(count_frames(spike[stem], *spike_size, drop_partial=drop_partial))
-        except SpikeFormatError as err:
-            raise FootageError(f"{err} (spike size from {size_source})") from err
-        if frames[-1] == 0:
-            raise FootageError(f"{spike[stem]}: empty spike stream: expected >= 1 frame of {spike_size[0]}×{spike_size[1]}, got 0 bytes")
-    return FootageClip(name, tuple(stems), tuple(blur[s] for s in stems), tuple(spike[s] for s in stems), sharp,
-                       rgb_size, spike_size, tuple(frames))
-
-
 def folder_clip(blur_dir: str | os.PathLike, spike_dir: str | os.PathLike, spike_hw: Sequence[int], *,
-                name: str | None = None, drop_partial: bool = False) -> FootageClip:
+                name: str | None = None, drop_partial: bool = False) -> Clip:
     """A clip from ``blur_dir/<stem>.png`` and ``spike_dir/<stem>.dat`` (spikes of ``spike_hw``).
 
-    The clip is named after ``blur_dir`` unless ``name`` is given.
+    The clip is named after ``blur_dir`` unless ``name`` is given. ``spike_hw`` is typed by hand:
+    the frame size must be an integer multiple of it, which catches a wrong one.
     """
     if len(spike_hw) != 2 or any(int(v) <= 0 for v in spike_hw):
         raise FootageError(f"input.spike_hw: expected [height, width] of the spike sensor, got {list(spike_hw)}")
-    blur_path = Path(blur_dir)
-    return _clip(name or blur_path.name, blur_path, Path(spike_dir), (int(spike_hw[0]), int(spike_hw[1])),
-                 "input.spike_hw", None, drop_partial)
+    blur_path, spike_size = Path(blur_dir), (int(spike_hw[0]), int(spike_hw[1]))
+    clip = clip_files(name or blur_path.name, blur_path, spike_dir, spike_size, "input.spike_hw",
+                      drop_partial=drop_partial, error=FootageError)
+    spike_scale(clip.rgb_size, spike_size, f"{clip.blur[0]} (spike size {spike_size[0]}×{spike_size[1]} from "
+                                           "input.spike_hw)")
+    return clip
 
 
-def layout_clips(root: str | os.PathLike, split: str, *, drop_partial: bool = False) -> list[FootageClip]:
-    """Every clip of ``split`` under a GoPro-spike root, from the blurred frames and spikes alone."""
-    root = Path(root)
-    cfg = layout.read_spike_config(root)
-    blur_root = root / layout.RGB_DIR / f"{split}_GT_blurred"
-    if not blur_root.is_dir():
-        raise FileNotFoundError(f"{blur_root}: no such directory (expected the blurred clips of split {split!r})")
-    names = sorted(p.name for p in blur_root.iterdir() if p.is_dir())
-    if not names:
-        raise FootageError(f"{blur_root}: empty folder: expected clip directories, got none")
-    return [_clip(name, root / layout.blur_dir(split, name), root / layout.spike_dir(split, name),
-                  (cfg.height, cfg.width), str(layout.config_path(root)), None, drop_partial) for name in names]
-
-
-def gt_clips(root: str | os.PathLike, split: str, *, drop_partial: bool = False,
-             clips: Sequence[str] | None = None) -> list[FootageClip]:
-    """The clips of ``split`` (all, or those named in ``clips``) with their sharp frames (validation
-    and evaluation), as ``layout.discover`` validates them."""
-    spike_cfg, found = layout.discover(root, split, drop_partial=drop_partial, clips=clips)
-    return [FootageClip(c.name, tuple(p.stem for p in c.blur), c.blur, c.spike, c.sharp, c.rgb_size,
-                        (spike_cfg.height, spike_cfg.width), c.spike_frames) for c in found]
-
-
-def _box(clip: FootageClip, crop_size: int | None) -> Box:
+def _box(clip: Clip, crop_size: int | None) -> Box:
     if crop_size is None:
         return full_box(clip.rgb_size, clip.spike_size)
     return center_crop_box(clip.rgb_size, clip.spike_size, crop_size, str(clip.blur[0].parent))
 
 
-def read_spikes(clip: FootageClip, index: int, reading: SpikeReading) -> np.ndarray:
+def read_spikes(clip: Clip, index: int, reading: SpikeReading) -> np.ndarray:
     """Raw ``(N, h, w)`` 0/1 spikes of frame ``index``'s exposure, rows in image order."""
     h, w = clip.spike_size
     return read_dat(clip.spike[index], h, w, flip=reading.flip_rows, drop_partial=reading.drop_partial)
 
 
-def read_clip(clip: FootageClip, reading: SpikeReading, *, crop_size: int | None = None,
+def read_clip(clip: Clip, reading: SpikeReading, *, crop_size: int | None = None,
               floor: FloorReading | None = None) -> dict[str, Tensor]:
     """Decode a whole clip: ``blur (T, 3, H, W)``, ``spike (T, K, H, W)`` on the RGB grid, and
     ``sharp (T, 3, H, W)`` when the clip has ground truth; float32 in [0, 1]. With ``floor``, also
@@ -254,7 +166,7 @@ class ClipDataset(Dataset):
     same way.
     """
 
-    def __init__(self, clips: Sequence[FootageClip], reading: SpikeReading, *, crop_size: int | None = None,
+    def __init__(self, clips: Sequence[Clip], reading: SpikeReading, *, crop_size: int | None = None,
                  floor: FloorReading | None = None) -> None:
         self.clips, self.reading, self.crop_size, self.floor = list(clips), reading, crop_size, floor
 

@@ -9,11 +9,11 @@ Reads are memory-mapped: a frame range decodes only its own bytes.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
+
+from vrt_spike.atomic import write_bytes_atomically
 
 __all__ = ["SpikeFormatError", "frame_bytes", "count_frames", "read_dat", "write_dat", "encode_frames"]
 
@@ -100,14 +100,6 @@ def encode_frames(spikes: np.ndarray, *, flip: bool = True) -> bytes:
 
 
 def write_dat(path: str | os.PathLike, spikes: np.ndarray, *, flip: bool = True) -> None:
-    """Write ``(N, H, W)`` 0/1 spikes to ``path`` atomically (temp file + rename)."""
+    """Write ``(N, H, W)`` 0/1 spikes to ``path`` atomically (:mod:`vrt_spike.atomic`)."""
     data = encode_frames(spikes, flip=flip)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(path, data)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+from vrt_spike.atomic import write_text_atomically
 from vrt_spike.data import layout
 from vrt_spike.data.simulate import blur_and_sharp, downsample_area, integrate_and_fire, luminance
 from vrt_spike.data.spike_io import write_dat
@@ -335,9 +336,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, if_m
                     # and adding the val split left the train and test scenes as they were.
                     rng = np.random.default_rng([cfg.seed, split_index, k])
                     _write_clip(tmp, split, f"{_CLIP_PREFIX}{split}_{k:03d}", cfg, rng)
-        manifest_tmp = tmp / f".{MANIFEST}.tmp"
-        manifest_tmp.write_text(json.dumps(_manifest(cfg), indent=2) + "\n")
-        os.replace(manifest_tmp, tmp / MANIFEST)
+        write_text_atomically(tmp / MANIFEST, json.dumps(_manifest(cfg), indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)

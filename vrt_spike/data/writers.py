@@ -1,13 +1,12 @@
 """Restored frames to files: PNG images and an H.264 MP4 (PyAV, which bundles FFmpeg), written atomically.
 
-Every writer fills a temporary file next to the target and renames it into place, so a crash or
-an interrupt never leaves a half-written frame or video under the final name.
+Every writer goes through :func:`vrt_spike.atomic.atomic_path`, so a crash or an interrupt never
+leaves a half-written frame or video under the final name.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from einops import rearrange
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["to_uint8", "side_by_side", "atomic_path", "write_png", "write_mp4", "even_size"]
+from vrt_spike.atomic import atomic_path
+
+__all__ = ["to_uint8", "side_by_side", "write_png", "write_mp4", "even_size"]
 
 VIDEO_CODEC = "libx264"
 VIDEO_PIXEL_FORMAT = "yuv420p"  # what players decode; needs even width and height
@@ -35,23 +36,6 @@ def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"side_by_side: panels must share (T, H), got shapes {[p.shape for p in panels]}")
     return np.concatenate(panels, axis=2)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path in ``path``'s folder (same suffix), renamed to ``path`` on success, removed otherwise.
-
-    The name carries the process id, so concurrent writers never share a temporary file; the file
-    is created by the writer itself, so it gets the usual umask permissions.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -1,11 +1,25 @@
 """Fail-fast checks of a composed train/evaluate config: each error names the key, expected and actual."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["check_config"]
+from vrt_spike import PROJECT_ROOT
+
+__all__ = ["check_config", "register_resolvers"]
 
 _SCALE = 8  # VRT stage 4 runs at 1/8 of the input
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/ uses: ``${project_root:}`` (so every entry point resolves paths from the
+    project root) and ``${synthetic_sharp_instant:N}``: the embedded synthetic data's ground truth is
+    sub-frame N // 2 of the N sub-frames an exposure averages (vrt_spike.data.simulate), and this is
+    its centre as a fraction of the exposure."""
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("synthetic_sharp_instant", lambda n: (int(n) // 2 + 0.5) / int(n), replace=True)
+
+
+register_resolvers()  # on import: whoever composes conf/ imports vrt_spike.lit first
 
 
 def _get(cfg: DictConfig, key: str, default=None):

@@ -146,6 +146,7 @@ class DeblurModule(L.LightningModule):
         self.val_psnr_floor = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_frames_scored = 0  # frames of the last validation (the verdict names them)
         self._nonfinite = NonFiniteStepGuard()
+        self._frozen_for_steps: list[tuple[int, list[nn.Parameter]]] = []  # set by setup("fit")
         self._skipped_reported = 0
         self._last_batch_end: float | None = None
         self.step_times_s: list[float] = []
@@ -200,16 +201,33 @@ class DeblurModule(L.LightningModule):
                         "max_nonfinite_steps=%d in a row)", skipped, self.global_step, limit)
 
     def setup(self, stage: str) -> None:
-        # A flow frozen for the whole fit needs no gradient at all: requires_grad=False before
-        # the strategy wraps the model (DDP then leaves those parameters out of its buckets)
-        # skips SpyNet's backward, instead of computing its gradients only to drop them.
-        if stage == "fit" and self._flow_frozen_for_whole_fit():
-            for _, p in split_param_groups(self.net, list(self.hparams.optim.get("flow_keys") or []))["flow"]:
-                p.requires_grad_(False)
-
-    def _flow_frozen_for_whole_fit(self) -> bool:
+        # The one freezing path (KAIR's fix_iter): a part frozen for the whole fit needs no
+        # gradient at all, so it gets requires_grad=False here, before the strategy wraps the
+        # model (DDP then leaves it out of its buckets) and before the optimizer is built (no
+        # group for it), which skips its backward; a part frozen for the first steps only keeps
+        # its gradients, dropped before each of those optimizer steps (on_before_optimizer_step),
+        # so DDP's buckets never change mid-fit.
+        if stage != "fit":
+            return
+        self._frozen_for_steps = []
         max_steps = int(self.trainer.max_steps)
-        return 0 < max_steps <= int(self.hparams.optim.get("flow_freeze_steps", 0) or 0)
+        for steps, params in self._freezes():
+            if 0 < max_steps <= steps:
+                for p in params:
+                    p.requires_grad_(False)
+            elif steps > 0:
+                self._frozen_for_steps.append((steps, params))
+
+    def _freezes(self) -> list[tuple[int, list[nn.Parameter]]]:
+        """``(steps, parameters)`` of each freeze: the flow group (SpyNet and the alignment's
+        deformable convolutions, ``optim.flow_keys``) for ``optim.flow_freeze_steps``, the VRT
+        backbone for ``model.freeze_backbone_steps``."""
+        optim, model = self.hparams.optim, self.hparams.model
+        flow = [p for _, p in split_param_groups(self.net, list(optim.get("flow_keys") or []))["flow"]]
+        freezes = [(int(optim.get("flow_freeze_steps", 0) or 0), flow)]
+        if hasattr(self.net, "vrt"):  # a network passed as `net` need not be a VRTWithSpike
+            freezes.append((int(model.get("freeze_backbone_steps", 0) or 0), list(self.net.vrt.parameters())))
+        return freezes
 
     def on_train_start(self) -> None:
         # A run resumed from a checkpoint saved at an epoch's last batch restarts "mid-epoch" and
@@ -231,21 +249,14 @@ class DeblurModule(L.LightningModule):
             self.step_times_s.append(now - self._last_batch_end)
         self._last_batch_end = now
 
-    def _frozen(self, what: str) -> bool:
-        steps = self.hparams.optim.get("flow_freeze_steps", 0) if what == "flow" else self.hparams.model.get("freeze_backbone_steps", 0)
-        return self.global_step < int(steps or 0)
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Freezing for part of the fit drops the gradients (after the DDP all-reduce, on every rank
-        # alike): the optimizer then skips those parameters entirely (no update, no decay, no
-        # moment update), as KAIR's requires_grad=False would, without rebuilding DDP's buckets.
-        frozen: list[nn.Parameter] = []
-        if self._frozen("flow"):
-            frozen += [p for g in optimizer.param_groups if g.get("name") == "flow" for p in g["params"]]
-        if self._frozen("backbone") and hasattr(self.net, "vrt"):
-            frozen += list(self.net.vrt.parameters())
-        for p in frozen:
-            p.grad = None
+        # Frozen for the first steps (see setup): the gradients are dropped after the DDP
+        # all-reduce, on every rank alike, so the optimizer skips those parameters entirely (no
+        # update, no decay, no moment update), as KAIR's requires_grad=False would.
+        for steps, params in self._frozen_for_steps:
+            if self.global_step < steps:
+                for p in params:
+                    p.grad = None
         # A GradScaler (16-mixed) skips overflowing steps itself and would count as non-finite here.
         if getattr(self.trainer.precision_plugin, "scaler", None) is None:
             self._nonfinite.before_step(optimizer)

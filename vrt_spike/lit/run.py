@@ -4,9 +4,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import pickle
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,15 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
+from vrt_spike.atomic import write_text_atomically
+from vrt_spike.data.footage import FloorReading, SpikeReading
 from vrt_spike.data.splits import Split
 from vrt_spike.lit.config import check_config
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
@@ -28,7 +32,8 @@ from vrt_spike.lit.sweep import write_summary
 from vrt_spike.models.classical import FLOOR_METHODS
 from vrt_spike.restore import describe_tile
 
-__all__ = ["train", "evaluate", "load_for_inference", "SavePredictions", "set_tf32"]
+__all__ = ["train", "evaluate", "load_for_inference", "take_checkpoint_data", "CHECKPOINT_DATA_KEYS", "SavePredictions",
+           "set_tf32"]
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +82,17 @@ def _model_choice() -> str | None:
     return None
 
 
+def _task_overrides() -> list[str]:
+    """This Hydra run's command-line overrides (``hydra.overrides.task``); none outside a Hydra run."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _job_info() -> dict[str, Any]:
     if not HydraConfig.initialized():
         return {"job": None, "overrides": []}
     hc = HydraConfig.get()
     num = hc.job.get("num") if hc.mode == RunMode.MULTIRUN else None
-    return {"job": num, "overrides": list(hc.overrides.task)}
+    return {"job": num, "overrides": _task_overrides()}
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
@@ -149,12 +159,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "steps": int(trainer.global_step),
         # the last validation, on the val split (selection); the test figures below are the
         # val-selected checkpoint's on the test split, measured once (test=true)
-        "val_split": splits["val"].describe() if "val" in splits else None,
+        "val_split": splits["val"].describe(),
         **{f"val_{m}": val.get(m) for m in FRAME_METRICS},
         "val_scope": _val_scope(trainer, datamodule, module),
         "best_ckpt": (selector.best_model_path or None) if selector is not None else None,
         "best_val_psnr": _best_score(selector),
-        "test_split": splits["test"].describe() if best and "test" in splits else None,
+        "test_split": splits["test"].describe() if best else None,
         **{f"test_{m}": _metric(trainer, f"test/{m}") if best else None for m in FRAME_METRICS},
         "test_scope": _test_scope(trainer, datamodule, module) if best else None,
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
@@ -336,16 +346,83 @@ TILE_FROM_CHECKPOINT = "ckpt"
 OFFICIAL_VRT_TILE = {"tile": [18, 192, 192], "tile_overlap": [2, 20, 20]}
 
 
-def load_for_inference(cfg: DictConfig) -> DeblurModule:
+# The data.* keys of a run's spike settings: how ``.dat`` streams become the network's input
+# (SpikeReading) and how the spike floor is computed (FloorReading). A train.py checkpoint carries
+# its run's values (Lightning saves the DataModule's hyper-parameters as ``datamodule_hyper_parameters``)
+# and evaluate.py / predict.py take them from there.
+CHECKPOINT_DATA_KEYS = (*SpikeReading.DATA_KEYS, *FloorReading.DATA_KEYS)
+# Of those, the ones a command line may set to another value than the checkpoint's: whether a
+# trailing partial spike frame is dropped (whole frames read the same either way), which floor is
+# scored beside the restored frames, and how a camera stores its rows (a property of the
+# recording's file format, not of the network: other footage may store them unflipped). None
+# changes what the network is given.
+OVERRIDABLE_DATA_KEYS = ("drop_partial_frames", "spike_floor", "flip_spike_rows")
+
+
+def _given_keys(overrides: Sequence[str]) -> set[str]:
+    """The config keys ``overrides`` set (``data.num_bins=8``, ``+key=...``, ``++key=...``). A group
+    choice (``data=gopro_spike``) names the group, not the keys its file sets."""
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_delete()}
+
+
+def _as_given(value: Any) -> str:
+    """``value`` as a Hydra command line writes it (null, true, false)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) if numbers else a == b
+
+
+def take_checkpoint_data(cfg: DictConfig, saved: Mapping[str, Any], ckpt_path: Path, overrides: Sequence[str]) -> None:
+    """Set ``cfg.data``'s :data:`CHECKPOINT_DATA_KEYS` to the training run's values ``saved`` (its
+    DataModule's hyper-parameters), logged once. A key given in ``overrides`` keeps its value; given
+    with another value than the checkpoint's, a key other than :data:`OVERRIDABLE_DATA_KEYS` is a
+    ValueError naming the key and both values."""
+    given = _given_keys(overrides)
+    taken = []
+    with open_dict(cfg):
+        for key in CHECKPOINT_DATA_KEYS:
+            if key not in saved:
+                continue
+            value, configured = saved[key], cfg.data.get(key)
+            if f"data.{key}" in given:
+                if key not in OVERRIDABLE_DATA_KEYS and not _same_setting(configured, value):
+                    raise ValueError(
+                        f"data.{key}={_as_given(configured)} is given on the command line, but the checkpoint "
+                        f"{ckpt_path} was trained with data.{key}={_as_given(value)}: its network reads spikes, and "
+                        f"the spike floor is computed, as in its training run. Leave data.{key} out (the "
+                        "checkpoint's value is taken)")
+                continue
+            cfg.data[key] = value
+            differs = "" if _same_setting(configured, value) else f" (config: {_as_given(configured)})"
+            taken.append(f"{key}={_as_given(value)}{differs}")
+    if taken:
+        log.info("spike settings of the checkpoint's training run (%s): data.%s", ckpt_path, ", data.".join(taken))
+
+
+def load_for_inference(cfg: DictConfig, overrides: Sequence[str] | None = None) -> DeblurModule:
     """The network of ``cfg.ckpt_path`` in a :class:`DeblurModule` restoring as ``cfg.module.tile``
-    (evaluate, predict): ``ckpt`` is the checkpoint's own window (:data:`TILE_FROM_CHECKPOINT`)."""
+    (evaluate, predict): ``ckpt`` is the checkpoint's own window (:data:`TILE_FROM_CHECKPOINT`).
+
+    A train.py checkpoint also sets ``cfg.data``'s spike settings to its run's
+    (:func:`take_checkpoint_data`); ``overrides`` are the command line's (default: this Hydra run's),
+    which must agree with them.
+    """
     path = Path(cfg.ckpt_path)
     payload = _read_checkpoint(path)
     tile_cfg = cfg.module.get("tile")
     from_ckpt = tile_cfg == TILE_FROM_CHECKPOINT
     tile = None if from_ckpt or not tile_cfg else OmegaConf.to_container(tile_cfg, resolve=True)
     if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
-        # A train.py checkpoint: its own model config builds the matching network.
+        # A train.py checkpoint: its own model config builds the matching network, and its run's
+        # data settings read the spikes (checkpoints from before they were saved: cfg.data as given).
+        if payload.get("datamodule_hyper_parameters"):
+            take_checkpoint_data(cfg, payload["datamodule_hyper_parameters"], path,
+                                 _task_overrides() if overrides is None else overrides)
         saved = payload["hyper_parameters"]
         hparams = {**saved, "tile": saved.get("tile") if from_ckpt else tile, "log_images": False}
         # Compiling is a choice of this run (model.compile on the command line), not of the weights.
@@ -370,9 +447,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomically(path, buf.getvalue())
 
 
 EVAL_SPLITS = ("val", "test")
@@ -399,13 +474,15 @@ def _floor_frames(loader: DataLoader) -> list[dict[str, Any]]:
     return rows
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-clip and mean PSNR/SSIM on ``cfg.split`` (test by default; val gives a run's val figure):
     printed, and written to ``out_csv``.
 
     ``method=checkpoint`` (default) scores ``ckpt_path``; ``method=sdm|tfp`` scores that non-learned
     reading of the spike stream (:mod:`vrt_spike.models.classical`) on the same frames. Every
     restored frame stands beside its blurry input and the spike floor (``data.spike_floor``).
+    A train.py checkpoint brings its run's spike settings (:func:`load_for_inference`, which reads
+    ``overrides``: the command line's, default this Hydra run's).
     """
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -422,7 +499,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("ckpt_path") is None:
             raise ValueError("evaluate.py method=checkpoint needs ckpt_path=<file> (a train.py .ckpt or an official VRT "
                              "release); or score a non-learned spike reading with method=sdm or method=tfp")
-        module = load_for_inference(cfg)
+        module = load_for_inference(cfg, overrides)
         with open_dict(cfg):
             cfg.model = module.hparams.model  # the network the checkpoint holds
         callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []

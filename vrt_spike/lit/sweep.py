@@ -12,6 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vrt_spike.atomic import write_text_atomically
+
 __all__ = ["SUMMARY_FILE", "SweepSummaryCallback", "write_summary", "rank_by_val", "read_job_summaries", "format_table"]
 
 log = logging.getLogger(__name__)
@@ -24,15 +26,9 @@ COLUMNS = ("val_rank", "job", "overrides", "val_split", "val_psnr", "val_psnr_in
            "run_dir")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_summary(run_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
     path = Path(run_dir) / SUMMARY_FILE
-    _atomic_write(path, json.dumps(summary, indent=2, sort_keys=True))
+    write_text_atomically(path, json.dumps(summary, indent=2, sort_keys=True))
     return path
 
 
@@ -88,7 +84,7 @@ class SweepSummaryCallback(Callback):
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({c: _fmt(r.get(c)) if c == "overrides" else r.get(c) for c in COLUMNS} for r in rows)
-        _atomic_write(sweep_dir / "sweep_summary.csv", buf.getvalue())
+        write_text_atomically(sweep_dir / "sweep_summary.csv", buf.getvalue())
         table = format_table(rows)
-        _atomic_write(sweep_dir / "sweep_summary.md", table + "\n")
+        write_text_atomically(sweep_dir / "sweep_summary.md", table + "\n")
         print(f"\nSweep summary ({sweep_dir}/sweep_summary.csv):\n{table}\n", flush=True)

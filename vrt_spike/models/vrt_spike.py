@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -160,37 +160,8 @@ class VRTWithSpike(nn.Module):
         """S-SDM's reading of the voxels: ``rgb (B, T, 3, H, W)``, ``spike (B, T, K, H, W)`` -> rgb's shape."""
         return sdm(rgb, spike, self.sdm_weights).to(rgb.dtype)
 
-    # ------------------------------------------------------------------ training-side switches
+    # ------------------------------------------------------------------ loading
 
     def load_backbone_checkpoint(self, path: str | os.PathLike) -> None:
         """Load an official VRT release into ``vrt`` (strict); spike modules keep their fresh init."""
         load_vrt_checkpoint(self.vrt, path)
-
-    def spike_modules(self) -> list[nn.Module]:
-        if not self.use_spike:
-            return []
-        head = [self.spike_head] if self.spike_head is not None else []
-        return [self.spike_encoder, self.spike_tsa, self.fusion, *head]
-
-    def spike_parameters(self) -> Iterator[nn.Parameter]:
-        for module in self.spike_modules():
-            yield from module.parameters()
-
-    def freeze_backbone(self, frozen: bool = True) -> None:
-        """Stop (or resume) gradients for every VRT parameter, like the official ``fix_iter``.
-
-        The LightningModule freezes for the first ``model.freeze_backbone_steps`` steps so the fresh
-        spike modules adapt to a pretrained backbone; gradients still flow *through* VRT to them.
-        """
-        for p in self.vrt.parameters():
-            p.requires_grad_(not frozen)
-
-    @property
-    def backbone_frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.vrt.parameters())
-
-    def set_spike_checkpointing(self, enabled: bool) -> None:
-        """Gradient checkpointing (non-reentrant) in the spike encoder, spike SA and fusion."""
-        if self.use_spike:  # the spike head is one convolution: nothing worth recomputing
-            for module in (self.spike_encoder, self.spike_tsa, self.fusion):
-                module.set_checkpointing(enabled)

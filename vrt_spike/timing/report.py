@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrt_spike.atomic import atomic_path, write_text_atomically
 from vrt_spike.timing.console import top_regions, unattributed_ms
 from vrt_spike.timing.table import (
-    WORKER_PREFIX, RegionStats, TimingRow, atomic_write_text, read_meta, read_rows, summarize,
+    WORKER_PREFIX, RegionStats, TimingRow, read_meta, read_rows, summarize,
 )
 
 TOP_LEVEL = ("data", "forward", "backward", "optimizer_step")
@@ -73,7 +74,7 @@ def levers(region: str, run: Run) -> list[str]:
         which = "the stage-8 entries" if i == 8 else f"stage {i}'s entry"
         return [f"model.vrt.depths ({which})", "model.vrt.window_size"]
     if name.startswith("vrt.spynet"):
-        return ["model.vrt.recal_all_flows=false", "model.vrt.pa_frames"]
+        return ["optim.flow_freeze_steps >= trainer.max_steps (a flow frozen for the fit runs no SpyNet backward)"]
     if name.startswith("spike_tsa"):
         return ["model.spike_tsa.chunk_size", "model.spike_tsa.max_batch_tokens",
                 "model.spike_tsa.chunk_shape"]
@@ -217,11 +218,9 @@ def plot(runs: Sequence[Run], top: int, path: Path) -> None:
     ax.set_title(f"Top regions of {runs[0].label}")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _labels(paths: Sequence[Path]) -> list[str]:
@@ -250,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out or args.runs[0]
     md = build_report(runs, args.top, "report.png")
-    atomic_write_text(out / "report.md", md)
+    write_text_atomically(out / "report.md", md)
     plot(runs, args.top, out / "report.png")
     print(md)
     print(f"wrote {out / 'report.md'} and {out / 'report.png'}")

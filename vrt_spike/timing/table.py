@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vrt_spike.atomic import write_text_atomically
 from vrt_spike.timing.regions import parent
 
 COLUMNS = ("step", "epoch", "rank", "region", "ms", "peak_mem_mib")
@@ -61,18 +61,6 @@ class RegionStats:
     peak_mem_mib: float | None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def timing_dir(run_dir: str | os.PathLike) -> Path:
     """``<run_dir>/timing``, or `run_dir` itself when it already is a timing directory."""
     run = Path(run_dir)
@@ -93,7 +81,7 @@ def write_rows(tdir: Path, rows: Sequence[TimingRow], part: int) -> Path:
     for r in rows:
         w.writerow((r.step, r.epoch, r.rank, r.region, _fmt(r.ms), _fmt(r.peak_mem_mib)))
     path = Path(tdir) / "rows" / f"part-{part:06d}.csv"
-    atomic_write_text(path, buf.getvalue())
+    write_text_atomically(path, buf.getvalue())
     return path
 
 
@@ -195,7 +183,7 @@ def write_summary(tdir: Path, stats: Sequence[RegionStats]) -> Path:
     for s in stats:
         w.writerow((s.region, s.n, *(_fmt(getattr(s, c)) for c in SUMMARY_COLUMNS[2:])))
     path = Path(tdir) / "summary.csv"
-    atomic_write_text(path, buf.getvalue())
+    write_text_atomically(path, buf.getvalue())
     return path
 
 
@@ -216,7 +204,7 @@ def read_summary(run_dir: str | os.PathLike) -> list[RegionStats]:
 
 def write_meta(tdir: Path, meta: dict[str, Any]) -> Path:
     path = Path(tdir) / "meta.json"
-    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -88,10 +88,6 @@ class MultiScaleTemporalCrossAttnFuse(nn.Module):
     def stages(self) -> dict[int, TemporalCrossAttnFuse]:
         return {s: getattr(self, f"stage{s}") for s in self.fuse_stages}
 
-    def set_checkpointing(self, enabled: bool) -> None:
-        for block in self.stages().values():
-            block.use_checkpoint = enabled
-
     def forward(self, rgb_feat: Tensor, spike_feat: Tensor, stage: int) -> Tensor:
         if stage not in self.fuse_stages:
             raise ValueError(f"stage {stage} is not fused; fuse_stages={list(self.fuse_stages)}")

@@ -88,9 +88,6 @@ class SpikeEncoder3D(nn.Module):
     def scales(self) -> list[EncoderScale]:
         return [getattr(self, f"scale{i + 1}") for i in range(self.num_scales)]
 
-    def set_checkpointing(self, enabled: bool) -> None:
-        self.use_checkpoint = enabled
-
     def forward(self, spike: Tensor) -> list[Tensor]:
         """``spike (B, T, K, H, W)`` -> ``num_scales`` tensors ``(B, C_i, T_i, H_i, W_i)``."""
         if spike.ndim != 5 or spike.shape[2] != self.in_channels:

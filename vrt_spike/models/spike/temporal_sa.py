@@ -73,10 +73,6 @@ class SpikeTemporalSA(nn.Module):
     def scales(self) -> dict[int, TemporalSelfAttentionBlock]:
         return {s: getattr(self, f"scale{s}") for s in self.active_scales}
 
-    def set_checkpointing(self, enabled: bool) -> None:
-        for block in self.scales().values():
-            block.use_checkpoint = enabled
-
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         """Up to four tensors ``(B, C_i, T_i, H_i, W_i)`` -> tensors of the same shapes."""
         if not 1 <= len(feats) <= 4:

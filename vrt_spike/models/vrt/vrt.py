@@ -33,7 +33,8 @@ class VRT(nn.Module):
     Arguments keep the official names and meanings (see upstream ``network_vrt.VRT``); the
     defaults are upstream's. ``img_size`` does not constrain the input (it only documents the
     training size). ``attn_impl`` picks ``"sdpa"`` (default) or the ``"explicit"`` softmax
-    reference. Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented.
+    reference. Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented; so
+    upstream's ``recal_all_flows`` (flows of ``pa_frames`` 4 and 6) is not an argument.
 
     Input: ``T >= 2``; ``H`` and ``W`` multiples of 8, at least :attr:`min_input_hw` (40 and
     ``8 * window_size``: SpyNet's pyramid and the 1/8-scale mutual attention need it). Use
@@ -60,7 +61,6 @@ class VRT(nn.Module):
         spynet_path: str | Path | None = None,
         pa_frames: int = 2,
         deformable_groups: int = 16,
-        recal_all_flows: bool = False,
         nonblind_denoising: bool = False,
         use_checkpoint_attn: bool = False,
         use_checkpoint_ffn: bool = False,
@@ -89,7 +89,6 @@ class VRT(nn.Module):
         self.img_size = tuple(img_size)
         self.window_size = tuple(window_size)
         self.pa_frames = pa_frames
-        self.recal_all_flows = recal_all_flows
         self.nonblind_denoising = nonblind_denoising
 
         self.conv_first = nn.Conv3d(in_chans * (1 + 2 * 4), embed_dims[0], kernel_size=(1, 3, 3), padding=(0, 1, 1))

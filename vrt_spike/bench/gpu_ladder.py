@@ -1,9 +1,9 @@
 """The users' training-speed ladder on one GPU, in one shot: one table of samples/s, peak memory, MFU
 and the top timing regions, rung by rung.
 
-    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py [--out PATH.csv] [--budget 540] [override ...]
-    PYTHONPATH=$PWD python benchmarks/gpu_ladder.py --smoke        # tiny sizes on the CPU (CI)
-    bash benchmarks/gpu_ladder.sh                                  # on a bare GPU box (wheels, then pytest -m cuda)
+    python -m vrt_spike.bench.gpu_ladder [--out PATH.csv] [--budget 540] [override ...]
+    python -m vrt_spike.bench.gpu_ladder --smoke    # tiny sizes on the CPU (CI)
+    bash benchmarks/gpu_ladder.sh                   # on a bare GPU box (wheels, then pytest -m cuda)
 
 Rungs, each adding one switch to the one before, at clip 6 and 256^2 (192^2 for a rung that runs
 out of memory at 256^2):
@@ -25,22 +25,23 @@ What a rung measures is train.py's own training step: the Hydra-composed `conf/t
 LightningModule's `training_step`, the optimizer of `configure_optimizers`, Lightning's precision
 plugin and the shipped TimingCallback, whose summary gives samples/s (warm-up steps excluded) and
 the top-3 regions by exclusive time. Only the data differ: one random batch of the training shape
-kept on the device (`vrt_spike.lit.step_measure.FixedBatchDataModule`), so no loading is measured
+kept on the device (`vrt_spike.bench.step_measure.FixedBatchDataModule`), so no loading is measured
 and no dataset is needed. Per rung also:
 - peak GB: the allocator's high-water mark over the timed steps (`torch.cuda.max_memory_allocated`;
   on a CPU the process RSS);
-- MFU: the executed FLOPs of one training step, recomputation included as `python -m
-  vrt_spike.bench` counts them (`vrt_spike.profiling.flops` on one sample under the rung's precision
-  and checkpointing, once per preset, crop and checkpointing, times the batch; counting needs no
-  more memory than the rung's own step) over the mean step time and the device's dense peak for
-  the rung's compute type (`vrt_spike.profiling.peaks`);
-- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there);
+- MFU: the executed FLOPs of one training step, recomputation included, as `python -m
+  vrt_spike.bench` counts them (`vrt_spike.bench.flops` over the first warm-up step of the
+  rung's own fit, eager, once per preset, crop and checkpointing, per sample, times the batch) over
+  the mean step time and the device's dense peak for the rung's compute type
+  (`vrt_spike.bench.peaks`);
+- warm-up s: the untimed first steps (compilation and CUDA-graph recording happen there, and the
+  eager FLOP-counted step of a rung that counts them);
 - ops/step and kernels/step, from `torch.profiler` over the first timed step: aten operators called
   from the host (outside another aten operator), and the CUDA kernels that step ran (on a CPU:
   those operators plus the kernels inductor generated, each run once per compiled step). A
   host-bound step shows here: thousands of small launches that compile fuses.
 A second table gives the optimizer-state memory and optimizer-step time of AdamW and 8-bit AdamW
-at each preset's size (`vrt_spike.profiling.optimizer`).
+at each preset's size (`vrt_spike.bench.optimizer`).
 
 Each rung runs in its own subprocess (an out-of-memory or a compile leaves nothing behind), all
 sharing one inductor cache (`TORCHINDUCTOR_CACHE_DIR` under the work dir), so `+reduce-overhead`
@@ -82,18 +83,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: the project itself, without a pip install
-    sys.path.insert(0, str(ROOT))
-
-from vrt_spike.profiling.results import write_text_atomically  # noqa: E402
+from vrt_spike import PROJECT_ROOT
+from vrt_spike.atomic import write_text_atomically
 
 log = logging.getLogger("gpu_ladder")
 
 GB = 1e9
-FIXED_BATCH = "vrt_spike.lit.step_measure.FixedBatchDataModule"
-STEP_CLOCK = "vrt_spike.lit.step_measure.StepClock"
-CLOCK_FILE = "step_clock.json"
 RESULT_FILE = "result.json"
 PHASE = "[ladder] phase:"  # a worker's log line naming what it does now (read after a timeout)
 
@@ -197,21 +192,21 @@ class RungSpec:
 
 def rung_config(spec: RungSpec) -> Any:
     """The composed `conf/train.yaml` of a rung: the preset, the rung's switches, the fixed batch,
-    only the timing callback (plus the StepClock), no logger, no validation, no checkpoints."""
+    only the timing callback (plus the StepClock, which counts the FLOPs of the first warm-up step
+    when they are not known yet), no logger, no validation, no checkpoints
+    (`vrt_spike.bench.step_measure.fixed_batch_config`)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
-    from vrt_spike.bench import set_checkpointing
+    from vrt_spike.bench.run import set_checkpointing
+    from vrt_spike.bench.step_measure import fixed_batch_config
 
     sw = spec.switches
-    steps = spec.warmup + spec.max_steps
     overrides = [
         *spec.overrides,
         f"model={spec.preset}", f"trainer={'gpu' if spec.device == 'cuda' else 'cpu'}", f"optim={sw.optim}",
-        "logger=none", f"paths.output_dir={spec.run_dir}", f"trainer.precision={sw.precision}",
+        "logger=none", f"trainer.precision={sw.precision}",
         f"data.batch_size={sw.batch_size}", f"data.clip_len={spec.clip_len}", f"data.crop_size={spec.crop_size}",
-        f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         f"model.compile={str(sw.compile_mode is not None).lower()}",
     ]
     if sw.fused is not None:
@@ -220,27 +215,15 @@ def rung_config(spec: RungSpec) -> Any:
         overrides.append(f"model.compile_mode={sw.compile_mode}")
     if sw.optim == "adamw8bit":
         overrides.append("optim.paged=false")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        model = OmegaConf.to_container(cfg.model, resolve=True)
-        cfg.model = set_checkpointing(model, sw.checkpointing)
-        cfg.data._target_ = FIXED_BATCH
-        cfg.data.steps = steps
-        cfg.trainer.enable_checkpointing = False
-        cfg.trainer.enable_model_summary = False
-        timing = cfg.callbacks.timing
-        timing.interval = steps + 1  # one collection, at the end of the fit: no sync in between
-        timing.console = "off"
-        timing.warmup = spec.warmup
-        timing.track_memory = False  # the StepClock reads the allocator's peak over the timed steps
-        cfg.callbacks = {
-            "timing": timing,
-            "step_clock": {"_target_": STEP_CLOCK, "warmup": spec.warmup, "min_steps": spec.min_steps,
-                           "max_steps": spec.max_steps, "seconds": spec.measure_s,
-                           "out": str(Path(spec.run_dir) / CLOCK_FILE), "count_ops": True},
-        }
-    return cfg
+    model = set_checkpointing(OmegaConf.to_container(cfg.model, resolve=True), sw.checkpointing)
+    count_flops = spec.flops_per_sample is None
+    # The FLOP-counted step is a warm-up step, never a timed one.
+    warmup = max(spec.warmup, 1) if count_flops else spec.warmup
+    return fixed_batch_config(cfg, run_dir=spec.run_dir, warmup=warmup, min_steps=spec.min_steps,
+                              max_steps=spec.max_steps, seconds=spec.measure_s, count_ops=True,
+                              count_flops=count_flops, model=model)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -249,59 +232,33 @@ def _phase(name: str) -> None:
     print(f"{PHASE} {name}", flush=True)
 
 
-def step_flops_per_sample(cfg: Any, device: Any) -> int:
-    """FLOPs of one training step (forward, loss, backward, recomputation included) of one sample,
-    counted by `vrt_spike.profiling.flops` on a network built from `cfg.model` under the rung's
-    precision (the optimizer's elementwise update counts nothing, as FlopCounterMode counts)."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from vrt_spike.bench import BenchSpec, make_train_step, precision_setup, random_inputs
-    from vrt_spike.lit.losses import CharbonnierLoss
-    from vrt_spike.lit.module import build_net
-    from vrt_spike.profiling.flops import count_flops
-
-    net = build_net(OmegaConf.to_container(cfg.model, resolve=True)).to(device)
-    spec = BenchSpec(batch_size=1, clip_len=int(cfg.data.clip_len), crop_size=int(cfg.data.crop_size),
-                     num_bins=int(cfg.data.num_bins), warmup=0, iters=1, breakdown_steps=0,
-                     precision=str(cfg.trainer.precision), device=device)
-    precision = precision_setup(spec.precision, device)
-    inputs = random_inputs(spec, precision.dtype, bool(cfg.model.get("use_spike", True)))
-    step = make_train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), CharbonnierLoss(), inputs, precision)
-    flops = count_flops(step).total
-    del net, inputs, step
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return flops
-
-
 def measure_rung(spec: RungSpec) -> dict[str, Any]:
     """Run one rung through `vrt_spike.lit.run.train` and return its table row (status ok)."""
     import torch
 
     from vrt_spike.lit.run import train
-    from vrt_spike.profiling.peaks import compute_dtype_for, mfu, resolve_peak
+    from vrt_spike.bench.step_measure import read_clock
+    from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
     from vrt_spike.timing.console import top_regions
     from vrt_spike.timing.table import read_meta, read_summary
 
     t0 = time.perf_counter()
     device = torch.device(spec.device)
     cfg = rung_config(spec)
-    flops_per_sample = spec.flops_per_sample
-    if flops_per_sample is None:
-        _phase("counting FLOPs")
-        flops_per_sample = step_flops_per_sample(cfg, device)
     _phase("fit (warm-up, then timed steps)")
     train(cfg)
     run_dir = Path(spec.run_dir)
-    clock = json.loads((run_dir / CLOCK_FILE).read_text())
+    clock = read_clock(run_dir)
+    sw = spec.switches
+    flops_per_sample = spec.flops_per_sample
+    if flops_per_sample is None:
+        flops_per_sample = clock["flops_per_step"] // sw.batch_size
     stats = read_summary(run_dir)
     meta = read_meta(run_dir)
     step = next((s for s in stats if s.region == "step"), None)
     if step is None or not clock["timed_steps"]:
         raise RuntimeError(f"{spec.rung}: no timed step in {run_dir} (warm-up {spec.warmup} steps, "
                            f"{clock['timed_steps']} timed)")
-    sw = spec.switches
     # After the fit: the TF32 setting it ran with (TF32 is a CUDA tensor-core type; a CPU runs fp32).
     compute_dtype = compute_dtype_for(sw.precision, None if device.type == "cuda" else "highest")
     peak = resolve_peak(device, compute_dtype, spec.peak_tflops)
@@ -363,11 +320,11 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
     import torch
     from hydra import compose, initialize_config_dir
 
-    from vrt_spike.bench import optimizer_figures, shipped_optim_config
+    from vrt_spike.bench.run import optimizer_figures, shipped_optim_config
 
     device = torch.device(device_name)
     rows: list[dict[str, Any]] = []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         optim_cfgs = {"adamw": shipped_optim_config("adamw"),
                       "adamw8bit": {**shipped_optim_config("adamw8bit"), "paged": False}}
         for preset in dict.fromkeys(presets):
@@ -384,7 +341,7 @@ def optimizer_figures_main(device_name: str, presets: Sequence[str], iters: int,
 
 def _worker_env(work_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("WANDB_MODE", "offline")
     # One inductor cache for every rung (reduce-overhead reuses the default rung's kernels), and
@@ -412,9 +369,9 @@ def _last_line(log_path: Path) -> str:
 
 
 def run_subprocess(args: list[str], log_path: Path, timeout_s: float, env: Mapping[str, str]) -> str | None:
-    """Run `python gpu_ladder.py ARGS` with output to `log_path`; None, or why it did not finish."""
+    """Run `python -m vrt_spike.bench.gpu_ladder ARGS` with output to `log_path`; None, or why it did not finish."""
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "vrt_spike.bench.gpu_ladder", *args], stdout=out,
                                 stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
         try:
             code = proc.wait(timeout=timeout_s)
@@ -635,7 +592,7 @@ class Ladder:
     # ------------------------------------------------------------------ output
     def write(self, out: Path) -> dict[str, Path]:
         """The CSV tables and the markdown beside them, each written atomically."""
-        from vrt_spike.profiling.optimizer import FIGURE_COLUMNS, figures_text
+        from vrt_spike.bench.optimizer import FIGURE_COLUMNS, figures_text
 
         out.parent.mkdir(parents=True, exist_ok=True)
         paths = {"ladder": out, "optimizers": out.with_name(f"{out.stem}_optimizers.csv"),
@@ -713,7 +670,7 @@ def _one_line(row: Mapping[str, Any]) -> str:
 
 def default_out() -> Path:
     out_dir = os.environ.get("OUT")
-    return (Path(out_dir) if out_dir else ROOT / "benchmarks") / "gpu_ladder.csv"
+    return (Path(out_dir) if out_dir else PROJECT_ROOT / "benchmarks") / "gpu_ladder.csv"
 
 
 def _parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,9 +1,8 @@
 """Benchmark result rows: one per configuration, appended to a CSV and a JSON-lines file.
 
 Appends are safe against concurrent writers and crashes: an exclusive `fcntl` lock on
-`.<file>.lock`, then the old content plus the new row is written to a temp file in the same folder
-and moved over the original with `os.replace` (readers see the old or the new file, never half a
-row). A CSV whose header differs from `FIELDS` is refused with an error naming the file rather than
+`.<file>.lock`, then the old content plus the new row is written atomically (`vrt_spike.atomic`: readers see
+the old or the new file, never half a row). A CSV whose header differs from `FIELDS` is refused with an error naming the file rather than
 mixed with rows of another layout.
 """
 from __future__ import annotations
@@ -12,12 +11,12 @@ import csv
 import fcntl
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from vrt_spike.atomic import write_text_atomically
 
 # Column order of the CSV; the JSON-lines rows hold the same keys (stage_ms as an object).
 FIELDS: tuple[str, ...] = (
@@ -46,20 +45,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _csv_cell(value: Any) -> Any:

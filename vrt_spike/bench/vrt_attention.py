@@ -13,10 +13,10 @@ at 128 KiB, so every large allocation is its own ``mmap``, returned to the OS wh
 then follows the live tensors instead of the heap a warm process keeps (which hid two thirds of
 a GoPro training step). Those settings slow a step down, hence the separate worker.
 
-    python benchmarks/vrt_attention.py                      # GoPro config, 1x6x3x64x64, CPU/CUDA
-    python benchmarks/vrt_attention.py --size 128 --frames 6 --dtype bf16 --device cuda
-    python benchmarks/vrt_attention.py --mode infer          # no_grad forward
-    VRT_OFFICIAL_DIR=/tmp/vrt_official python benchmarks/vrt_attention.py --impls sdpa explicit official
+    python -m vrt_spike.bench.vrt_attention                      # GoPro config, 1x6x3x64x64, CPU/CUDA
+    python -m vrt_spike.bench.vrt_attention --size 128 --frames 6 --dtype bf16 --device cuda
+    python -m vrt_spike.bench.vrt_attention --mode infer          # no_grad forward
+    VRT_OFFICIAL_DIR=/tmp/vrt_official python -m vrt_spike.bench.vrt_attention --impls sdpa explicit official
 """
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_worker(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vrt_spike.bench.vrt_attention", *argv], capture_output=True, text=True,
                           env=None if env is None else {**os.environ, **env})
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {' '.join(argv)} failed:\n{proc.stderr}")

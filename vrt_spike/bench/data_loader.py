@@ -1,7 +1,7 @@
 """Data-loading benchmark: loader samples/s with and without the spike cache, and `.dat` decoding.
 
-    PYTHONPATH=. python benchmarks/data_loader.py                       # synthetic default size
-    PYTHONPATH=. python benchmarks/data_loader.py --height 720 --width 1280 --frames 6 --train-clips 1 \\
+    python -m vrt_spike.bench.data_loader                       # synthetic default size
+    python -m vrt_spike.bench.data_loader --height 720 --width 1280 --frames 6 --train-clips 1 \\
         --crop-size 256 --num-bins 32                                      # GoPro-spike geometry
 
 Everything is written to a temp dir. Prints figures only (no assertions).

@@ -8,7 +8,7 @@ default interval 20), so the collect/write/log/console work is included. Both pr
 (robust when other jobs share the machine) and wall time are reported per run, with the ratio of
 the medians.
 
-    PYTHONPATH=$PWD python benchmarks/timing_overhead.py [--model tiny] [--clip 2,40,40]
+    python -m vrt_spike.bench.timing_overhead [--model tiny] [--clip 2,40,40]
         [--repeats 3] [override ...]     # overrides: Hydra syntax, e.g. model.vrt.depths=[...]
 """
 from __future__ import annotations
@@ -25,11 +25,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vrt_spike.lit.module import TRAINING_KEYS
-from vrt_spike.models.vrt_spike import VRTWithSpike
+from vrt_spike import PROJECT_ROOT
+from vrt_spike.lit.module import build_net
 from vrt_spike.timing.callback import TimingCallback
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INTERVAL = inspect.signature(TimingCallback).parameters["interval"].default
 
 
@@ -48,9 +47,9 @@ class Clips(torch.utils.data.Dataset):
 
 
 class Deblur(pl.LightningModule):
-    def __init__(self, model_kwargs: dict) -> None:
+    def __init__(self, model_cfg: dict) -> None:
         super().__init__()
-        self.net = VRTWithSpike(**model_kwargs)
+        self.net = build_net(model_cfg)
 
     def training_step(self, batch, batch_idx):
         out = self.net(batch["blur"], batch["spike"])
@@ -82,24 +81,23 @@ class Stopwatch(pl.Callback):
         return tuple(1000 * (e - s) / self.n for s, e in zip(self.start, self.end))
 
 
-def model_kwargs(model: str, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+def model_config(model: str, overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(overrides=[f"+model={model}", "+data.num_bins=4", "+data.sharp_instant=0.5625",
                                  "+data.sharp_width=0.125", *overrides])
-    kw = OmegaConf.to_container(cfg.model, resolve=True)
-    return {k: v for k, v in kw.items() if k not in TRAINING_KEYS}
+    return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def run(kw: dict, enabled: bool, steps: int, warmup: int, root: Path) -> tuple[float, float]:
-    t, h, w = kw["vrt"]["img_size"]
+def run(model_cfg: dict, enabled: bool, steps: int, warmup: int, root: Path) -> tuple[float, float]:
+    t, h, w = model_cfg["vrt"]["img_size"]
     torch.manual_seed(0)
-    module = Deblur(kw)
+    module = Deblur(model_cfg)
     watch = Stopwatch(warmup)
     trainer = pl.Trainer(
         accelerator="cpu", precision="32-true", max_steps=steps, default_root_dir=root,
         callbacks=[TimingCallback(enabled=enabled), watch], logger=pl.loggers.CSVLogger(root),
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    loader = torch.utils.data.DataLoader(Clips(4, t, kw["num_bins"], h, w), batch_size=1)
+    loader = torch.utils.data.DataLoader(Clips(4, t, model_cfg["num_bins"], h, w), batch_size=1)
     trainer.fit(module, loader)
     return watch.ms_per_step()
 
@@ -114,9 +112,9 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    kw = model_kwargs(args.model, [f"model.vrt.img_size=[{args.clip}]", *args.overrides])
+    model_cfg = model_config(args.model, [f"model.vrt.img_size=[{args.clip}]", *args.overrides])
     steps = args.warmup + args.intervals * DEFAULT_INTERVAL
-    print(f"model={args.model} {' '.join(args.overrides)} | clip (T,H,W) {kw['vrt']['img_size']} | "
+    print(f"model={args.model} {' '.join(args.overrides)} | clip (T,H,W) {model_cfg['vrt']['img_size']} | "
           f"{steps} steps, {steps - args.warmup} measured | interval {DEFAULT_INTERVAL} | "
           f"torch threads {torch.get_num_threads()}")
     cpu: dict[bool, list[float]] = {True: [], False: []}
@@ -125,7 +123,7 @@ def main() -> None:
         for r in range(args.repeats):
             order = (True, False) if r % 2 == 0 else (False, True)
             for enabled in order:
-                c, w = run(kw, enabled, steps, args.warmup, Path(tmp) / f"r{r}-{int(enabled)}")
+                c, w = run(model_cfg, enabled, steps, args.warmup, Path(tmp) / f"r{r}-{int(enabled)}")
                 cpu[enabled].append(c)
                 wall[enabled].append(w)
                 print(f"repeat {r} timing {'on ' if enabled else 'off'}: {c:8.2f} ms/step CPU, "

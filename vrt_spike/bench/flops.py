@@ -159,13 +159,13 @@ class FlopCount:
     by_module: dict[str, int] = field(default_factory=dict)
 
 
-def count_flops(fn: Callable[[], Any]) -> FlopCount:
-    """Run `fn()` once under `FlopCounterMode` (with `extra_flop_formulas`) and return its FLOPs.
+def flop_counter_mode() -> FlopCounterMode:
+    """A `FlopCounterMode` with `extra_flop_formulas`, silent; read it with `flop_count`."""
+    return FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())
 
-    The call really executes (on the tensors' device), so count a step that is affordable to run.
-    """
-    with FlopCounterMode(display=False, custom_mapping=extra_flop_formulas()) as counter:
-        fn()
+
+def flop_count(counter: FlopCounterMode) -> FlopCount:
+    """What `counter` counted: the total, per op and per module."""
     counts = counter.get_flop_counts()
     by_op = {str(op): int(n) for op, n in counts.get("Global", {}).items()}
     by_module = {
@@ -173,3 +173,12 @@ def count_flops(fn: Callable[[], Any]) -> FlopCount:
     }
     return FlopCount(total=int(counter.get_total_flops()), by_op=by_op, by_module=by_module)
 
+
+def count_flops(fn: Callable[[], Any]) -> FlopCount:
+    """Run `fn()` once under `flop_counter_mode()` and return its FLOPs.
+
+    The call really executes (on the tensors' device), so count a step that is affordable to run.
+    """
+    with flop_counter_mode() as counter:
+        fn()
+    return flop_count(counter)

@@ -1,8 +1,8 @@
 """Compiled vs eager training step of one preset, measured the way the GPU ladder measures a rung.
 
-    PYTHONPATH=$PWD python benchmarks/compile_cost.py --preset tiny --batch 2 --clip 2 --crop 48
-    PYTHONPATH=$PWD python benchmarks/compile_cost.py --preset baseline --batch 1 --clip 6 --crop 64
-    PYTHONPATH=$PWD python benchmarks/compile_cost.py --preset baseline --device cuda --clip 6 --crop 256
+    python -m vrt_spike.bench.compile_cost --preset tiny --batch 2 --clip 2 --crop 48
+    python -m vrt_spike.bench.compile_cost --preset baseline --batch 1 --clip 6 --crop 64
+    python -m vrt_spike.bench.compile_cost --preset baseline --device cuda --clip 6 --crop 256
 
 Two runs of train.py's own step (`gpu_ladder.measure_rung`: the composed config, the
 LightningModule, its optimizer, the precision plugin, the timing callback, a fixed batch on the
@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import torch
 
-import torch  # noqa: E402
-
-from gpu_ladder import RungSpec, Switches, measure_rung  # noqa: E402
+from vrt_spike.bench.gpu_ladder import RungSpec, Switches, measure_rung
 
 
 class _Recompiles(logging.Handler):

@@ -1,8 +1,8 @@
 """Do the spikes help? VRT+Spike and its RGB-only twin, trained and scored by the shipped commands.
 
-    PYTHONPATH=$PWD python benchmarks/spikes_help.py [--seeds 0 1 2] [--out DIR] [--jobs 2] [--resume]
+    python -m vrt_spike.bench.spikes_help [--seeds 0 1 2] [--out DIR] [--jobs 2] [--resume]
         [--set KEY=VALUE ...]      # model.* reach the spike variant only (ablations), the rest both
-    PYTHONPATH=$PWD python benchmarks/spikes_help.py --windows [--out DIR] [--window-seeds 0]
+    python -m vrt_spike.bench.spikes_help --windows [--out DIR] [--window-seeds 0]
 
 Per seed, two runs of ``python train.py experiment=spikes_help seed=S`` (``conf/experiment/
 spikes_help.yaml``: the tiny preset on the embedded synthetic data, 1200 steps), one of them with
@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from vrt_spike import PROJECT_ROOT
+from vrt_spike.atomic import write_text_atomically
+
 # The issue's targets (#16), per seed, on the test split.
 FLOOR_MARGIN_DB = 0.5  # VRT+Spike >= spike floor + this
 RGB_MARGIN_DB = 2.5  # VRT+Spike >= RGB-only + this
@@ -74,7 +76,7 @@ def variant_overrides(overrides: Sequence[str], variant: str) -> list[str]:
 
 
 def train_command(task: Task) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), "experiment=spikes_help", f"seed={task.seed}",
+    return [sys.executable, str(PROJECT_ROOT / "train.py"), "experiment=spikes_help", f"seed={task.seed}",
             f"model.use_spike={VARIANTS[task.variant]}", "logger=csv", "trainer.enable_progress_bar=false",
             "callbacks.timing.console=off", f"hydra.run.dir={task.run_dir}", *variant_overrides(task.overrides, task.variant)]
 
@@ -84,7 +86,7 @@ def evaluate_command(ckpt: str | Path, out_dir: Path, split: str, overrides: Seq
     """``python evaluate.py`` on ``split``; ``tile`` = (window, overlap) in frames, else the checkpoint's own."""
     data = [o for o in overrides if o.startswith("data.")]  # the run's data settings (model.* come from the checkpoint)
     window = [f"module.tile={{tile: [{tile[0]}, 0, 0], tile_overlap: [{tile[1]}, 0, 0]}}"] if tile else []
-    return [sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"split={split}",
+    return [sys.executable, str(PROJECT_ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"split={split}",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={out_dir}", *window, *data]
 
 
@@ -93,7 +95,7 @@ def _run(cmd: list[str], log: Path, threads: int) -> None:
     with open(log, "w") as f:
         f.write(" ".join(cmd) + "\n\n")
         f.flush()
-        proc = subprocess.run(cmd, cwd=ROOT, env=_env(threads), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(threads), stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}); log {log}:\n{tail}")
@@ -110,9 +112,7 @@ def read_mean(metrics_csv: Path) -> dict[str, float]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def run_task(task: Task, threads: int) -> dict[str, Any]:
@@ -146,9 +146,9 @@ def _prepare_data(overrides: Sequence[str]) -> None:
     import hydra
     from hydra import compose, initialize_config_dir
 
-    import vrt_spike  # noqa: F401  (the ${project_root:} resolver)
+    import vrt_spike.lit  # noqa: F401  (the resolvers conf/ uses)
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=spikes_help", "paths.output_dir=/unused",
                                           *[o for o in overrides if o.startswith("data.")]])
     hydra.utils.instantiate(cfg.data, _convert_="all").prepare_data()
@@ -315,7 +315,7 @@ def format_windows(study: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "spikes_help",
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "outputs" / "spikes_help",
                         help="parent of the run dirs (default: outputs/spikes_help)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each gets cores / jobs threads)")
     parser.add_argument("--resume", action="store_true", help="keep the finished runs of --out")

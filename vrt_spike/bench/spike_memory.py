@@ -1,6 +1,6 @@
 """Peak CPU allocation of SpikeTemporalSA as max_batch_tokens shrinks (profiler memory events).
 
-    PYTHONPATH=$PWD python benchmarks/spike_memory.py
+    python -m vrt_spike.bench.spike_memory
 
 One scale-1 feature map (1, 32, 8, 48, 48) (2.4 MB); peaks are in multiples of its size.
 """

@@ -1,6 +1,6 @@
 """CPU deformable convolution: torchvision's kernel vs ours, per call, at VRT alignment shapes.
 
-    python benchmarks/deform_conv.py [--pairs 4] [--channels 96] [--size 64] [--groups 16] [--threads 1 2]
+    python -m vrt_spike.bench.deform_conv [--pairs 4] [--channels 96] [--size 64] [--groups 16] [--threads 1 2]
 
 One call of VRT's flow-guided alignment at stage 1 of the GoPro config is 4 frame pairs x 96
 channels x 64 x 64 with 16 deformable groups (``Stage.align_pixels_per_call``). Prints the median

@@ -5,7 +5,7 @@
 The optimizer is the one training builds (`vrt_spike.lit.optim.build_optimizer`, parameter
 groups included). Every trainable parameter gets a fixed random gradient, `warmup` steps create
 the states (and compile any kernels), then `iters` steps are timed: CUDA events on a GPU (one
-synchronisation after the loop), `time.perf_counter` on a CPU (`profiling.measure.time_callable`).
+synchronisation after the loop), `time.perf_counter` on a CPU (`vrt_spike.bench.measure.time_callable`).
 
 State bytes are exact: the bytes of every distinct tensor storage held in `optimizer.state`
 (moments, step counters, 8-bit block maxima); a storage shared by several parameters, such as
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vrt_spike.lit.optim import build_optimizer
-from vrt_spike.profiling.measure import Spread, time_callable
+from vrt_spike.bench.measure import Spread, time_callable
 
 MIB = 1024 * 1024
 
