@@ -15,7 +15,7 @@ import vrt_spike.lit  # noqa: E402,F401  (registers the resolvers conf/ uses)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from vrt_spike.lit.run import train
+    from vrt_spike.lit.training import train
 
     return train(cfg)["val_psnr"]
 

@@ -1,5 +1,5 @@
 """The bench's training figures come from train.py's own step: `measure_training` runs
-`vrt_spike.lit.run.train`, so a callback joined through `bench.callbacks` sees the LightningModule's
+`vrt_spike.lit.training.train`, so a callback joined through `bench.callbacks` sees the LightningModule's
 `training_step` (its loss and its `train/loss` log), the optimizer `configure_optimizers` built,
 and Lightning's precision plugin, once per warm-up and timed step."""
 from __future__ import annotations

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.lit.module import build_net as build_model
-from vrt_spike.models.vrt_spike import VRTWithSpike
+from vrt_spike.models.vrt_with_spike import VRTWithSpike
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.json, netG

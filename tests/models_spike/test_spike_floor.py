@@ -10,7 +10,7 @@ import torch
 from vrt_spike.data import layout
 from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
 from vrt_spike.data.spike_io import write_dat
-from vrt_spike.models.classical import sdm, short_and_long_rates, spike_floor, tfp, window_weights
+from vrt_spike.models.spike_floor import sdm, short_and_long_rates, spike_floor, tfp, window_weights
 
 
 def _w(rates: torch.Tensor, center: float, width: float) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vrt_spike.models.classical import sdm, window_weights
-from vrt_spike.models.vrt_spike import VRTWithSpike
+from vrt_spike.models.spike_floor import sdm, window_weights
+from vrt_spike.models.vrt_with_spike import VRTWithSpike
 
 from tests.models_spike.test_vrt_with_spike import K, build, inputs
 

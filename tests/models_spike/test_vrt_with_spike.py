@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vrt_spike.models.vrt import VRT
-from vrt_spike.models.vrt_spike import VRTWithSpike
+from vrt_spike.models.vrt_with_spike import VRTWithSpike
 
 K = 4
 VRT_KW = dict(upscale=1, img_size=[2, 40, 40], window_size=[2, 4, 4], depths=[2] * 7 + [1, 1], indep_reconsts=[8],

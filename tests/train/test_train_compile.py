@@ -12,7 +12,7 @@ import torch
 from train_support import compose_cfg, tiny_overrides
 
 from vrt_spike.lit.module import DeblurModule
-from vrt_spike.lit.run import train
+from vrt_spike.lit.training import train
 from vrt_spike.bench.host_syncs import SyncsPerBatch
 from vrt_spike.timing.callback import is_compiled
 

@@ -11,7 +11,8 @@ from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 from vrt_spike.data import layout
 from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
 from vrt_spike.lit.module import score_frames
-from vrt_spike.lit.run import _verdict, evaluate
+from vrt_spike.lit.inference import evaluate
+from vrt_spike.lit.verdict import verdict
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -77,13 +78,13 @@ def test_tiny_fit_logs_the_floor_and_prints_the_verdict(synthetic_root: Path, tm
 def test_verdict_refuses_a_subset_and_names_the_splits() -> None:
     base = {"val_psnr": 31.0, "val_psnr_input": 28.0, "val_psnr_spike_floor": 31.5, "val_ssim": 0.9, "val_split": "val"}
     whole = {"frames": 32, "clips": 2, "scored": 32, "size": [128, 128], "whole_split": True}
-    lines = _verdict({**base, "val_scope": whole})
+    lines = verdict({**base, "val_scope": whole})
     assert lines[0] == "val/psnr 31.00 dB | blurry input 28.00 dB (+3.00) | spike floor 31.50 dB (-0.50)   val/ssim 0.9000"
     assert lines[1] == ("verdict on the whole val split (32 frames of 2 clips at 128x128, full frames): "
                         "beats the input; does NOT beat the spike floor")
-    subset = _verdict({**base, "val_scope": {**whole, "scored": 6, "size": [64, 64], "whole_split": False}})
+    subset = verdict({**base, "val_scope": {**whole, "scored": 6, "size": [64, 64], "whole_split": False}})
     assert subset[1].startswith("NOT a verdict: measured on a subset (6 frames at 64x64) of the val split (32 frames")
-    tested = _verdict({**base, "val_scope": whole, "test_split": "test", "test_psnr": 32.0, "test_psnr_input": 28.2,
+    tested = verdict({**base, "val_scope": whole, "test_split": "test", "test_psnr": 32.0, "test_psnr_input": 28.2,
                        "test_psnr_spike_floor": 31.2, "test_ssim": 0.91, "test_scope": whole,
                        "best_ckpt": "/run/checkpoints/best-step0000320-psnr31.00.ckpt", "best_val_psnr": 31.0})
     assert tested[2] == "test/psnr 32.00 dB | blurry input 28.20 dB (+3.80) | spike floor 31.20 dB (+0.80)   test/ssim 0.9100"

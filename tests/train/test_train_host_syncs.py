@@ -7,7 +7,7 @@ import pytest
 import torch
 from train_support import compose_cfg, tiny_overrides
 
-from vrt_spike.lit.run import train
+from vrt_spike.lit.training import train
 from vrt_spike.bench.host_syncs import HostSyncCounter, SyncsPerBatch
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from vrt_spike.lit.module import DeblurModule, build_net
 from vrt_spike.lit.optim import build_optimizer, build_scheduler, cosine_with_warmup
-from vrt_spike.lit.run import train
+from vrt_spike.lit.training import train
 
 
 @pytest.fixture(scope="module")

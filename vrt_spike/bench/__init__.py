@@ -2,7 +2,7 @@
 
 - `run` (`python -m vrt_spike.bench`, `__main__`): one configuration's training and inference row
   (step time, samples/s, peak memory, FLOPs/MFU, per-stage times). The training figures are
-  train.py's own step: `vrt_spike.lit.run.train` on the composed config with `step_measure`'s fixed
+  train.py's own step: `vrt_spike.lit.training.train` on the composed config with `step_measure`'s fixed
   on-device batch and step clock.
 - `step_measure`: `FixedBatchDataModule`, `StepClock`, `fixed_batch_config`: train.py's step
   measured without data loading (used by `run` and `gpu_ladder`).

@@ -21,7 +21,7 @@ out of memory at 256^2):
     opt@best, fast@best  model=opt and model=fast with the switches of the rung with the most samples/s
 
 What a rung measures is train.py's own training step: the Hydra-composed `conf/train.yaml`
-(`model=<preset>` and the rung's overrides) run by `vrt_spike.lit.run.train`, so the
+(`model=<preset>` and the rung's overrides) run by `vrt_spike.lit.training.train`, so the
 LightningModule's `training_step`, the optimizer of `configure_optimizers`, Lightning's precision
 plugin and the shipped TimingCallback, whose summary gives samples/s (warm-up steps excluded) and
 the top-3 regions by exclusive time. Only the data differ: one random batch of the training shape
@@ -233,10 +233,10 @@ def _phase(name: str) -> None:
 
 
 def measure_rung(spec: RungSpec) -> dict[str, Any]:
-    """Run one rung through `vrt_spike.lit.run.train` and return its table row (status ok)."""
+    """Run one rung through `vrt_spike.lit.training.train` and return its table row (status ok)."""
     import torch
 
-    from vrt_spike.lit.run import train
+    from vrt_spike.lit.training import train
     from vrt_spike.bench.step_measure import read_clock
     from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
     from vrt_spike.timing.console import top_regions

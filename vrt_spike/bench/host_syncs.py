@@ -104,7 +104,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from vrt_spike import PROJECT_ROOT
-    from vrt_spike.lit.run import train
+    from vrt_spike.lit.training import train
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=8, help="training steps (>= 3)")

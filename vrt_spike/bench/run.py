@@ -10,7 +10,7 @@
 Random inputs (no dataset): one batch of `data.batch_size` x `data.clip_len` frames of
 `data.crop_size`^2 with `data.num_bins` spike channels, kept on `bench.device`. Per configuration:
 
-- training (`measure_training`): train.py's own step, `vrt_spike.lit.run.train` on the composed
+- training (`measure_training`): train.py's own step, `vrt_spike.lit.training.train` on the composed
   config with that batch (`vrt_spike.bench.step_measure`): the LightningModule's `training_step`, the
   optimizer `configure_optimizers` builds, Lightning's precision plugin, `model.compile`, the shipped
   TimingCallback. `bench.warmup` untimed steps (the first one under the FLOP counter), then
@@ -118,7 +118,7 @@ class TrainFigures:
 
 
 def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | None = None) -> TrainFigures:
-    """Train.py's own training step on one fixed random batch: `vrt_spike.lit.run.train` on `cfg`
+    """Train.py's own training step on one fixed random batch: `vrt_spike.lit.training.train` on `cfg`
     (a composed `conf/bench.yaml`, i.e. `conf/train.yaml` plus `bench.*`) through
     `vrt_spike.bench.step_measure.fixed_batch_config`, so the LightningModule's `training_step`, the
     optimizer of `configure_optimizers` (`build_optimizer`), Lightning's precision plugin, compile
@@ -129,7 +129,7 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
     `bench.callbacks` (name -> callback config) join the fit. `model`: the resolved `model.*` to run
     (`bench.checkpointing` applied); the fit writes under `run_dir`.
     """
-    from vrt_spike.lit.run import train
+    from vrt_spike.lit.training import train
     from vrt_spike.bench.step_measure import fixed_batch_config, read_clock
     from vrt_spike.timing.table import read_summary
 
@@ -405,7 +405,7 @@ def bench_main(cfg: DictConfig) -> float | None:
         write_comparison(rows_under(b.compare), out_dir=None)
         return None
     from vrt_spike.lit.config import check_config
-    from vrt_spike.lit.run import set_tf32
+    from vrt_spike.lit.runtime import set_tf32
 
     check_config(cfg)
     set_tf32(cfg.get("tf32", True))

@@ -1,7 +1,7 @@
 """Measure train.py's own training step without data loading (`python -m vrt_spike.bench`'s
 training figures and `vrt_spike.bench.gpu_ladder`'s rungs).
 
-Two pieces that plug into the shipped path through the config, so `vrt_spike.lit.run.train` runs
+Two pieces that plug into the shipped path through the config, so `vrt_spike.lit.training.train` runs
 unchanged (the LightningModule's `training_step`, its optimizer and scheduler, the precision
 plugin, compile, the timing callback), and :func:`fixed_batch_config`, which puts them into a
 composed `conf/train.yaml`:
@@ -240,7 +240,7 @@ def fixed_batch_config(cfg: DictConfig, *, run_dir: str | Path, warmup: int, min
                        seconds: float = 0.0, count_ops: bool = False, count_flops: bool = False,
                        timing: bool = True, model: Mapping[str, Any] | None = None,
                        callbacks: Mapping[str, Any] | None = None) -> DictConfig:
-    """A copy of the composed `conf/train.yaml` `cfg` that `vrt_spike.lit.run.train` runs as a measurement.
+    """A copy of the composed `conf/train.yaml` `cfg` that `vrt_spike.lit.training.train` runs as a measurement.
 
     The data become a :class:`FixedBatchDataModule` of the data config's shape; the fit runs
     ``warmup + max_steps`` batches at most, without validation, checkpoints, progress bar, model

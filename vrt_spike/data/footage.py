@@ -28,7 +28,7 @@ from vrt_spike.data.layout import Clip, clip_files
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, center_crop_box, full_box, spike_scale, upsample_spike
-from vrt_spike.models.classical import FLOOR_METHODS, spike_floor
+from vrt_spike.models.spike_floor import FLOOR_METHODS, spike_floor
 
 __all__ = [
     "FootageError", "SpikeReading", "FloorReading", "folder_clip", "read_clip", "read_spikes", "ClipDataset",
@@ -70,7 +70,7 @@ class FloorReading:
     DATA_KEYS: ClassVar[tuple[str, ...]] = (
         "spike_floor", "sharp_instant", "sharp_width", "spike_threshold", "spike_gain")
 
-    method: str  # one of classical.FLOOR_METHODS
+    method: str  # one of spike_floor.FLOOR_METHODS
     center: float  # data.sharp_instant
     width: float  # data.sharp_width
     threshold: float = 2.0  # camera constants of tfp

@@ -43,7 +43,7 @@ def _plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
 
 def build_net(model_cfg: Mapping[str, Any]) -> nn.Module:
     """``model.*`` config -> :class:`VRTWithSpike` (training-side keys dropped, nothing loaded)."""
-    from vrt_spike.models.vrt_spike import VRTWithSpike
+    from vrt_spike.models.vrt_with_spike import VRTWithSpike
 
     kwargs = {k: v for k, v in _plain(model_cfg).items() if k not in TRAINING_KEYS and k != "_target_"}
     return VRTWithSpike(**kwargs)

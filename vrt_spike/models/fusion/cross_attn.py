@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vrt_spike.models.chunking import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
+from vrt_spike.models.chunked_attention import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
                                        map_spatial_chunks, temporal_position_encoding, validate_levels)
 
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vrt_spike.models.chunking import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
+from vrt_spike.models.chunked_attention import (ChunkConfig, ChunkShape, Mlp, TemporalAttention,
                                        map_spatial_chunks, temporal_position_encoding, validate_levels)
 
 
@@ -13,7 +13,7 @@ class TemporalSelfAttentionBlock(nn.Module):
     """Pre-norm transformer block along time: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
 
     ``(B, C, T, H, W)`` -> same shape; tokens are the T frames of one pixel, processed over
-    spatial chunks bounded by ``chunk`` (see :mod:`vrt_spike.models.chunking`).
+    spatial chunks bounded by ``chunk`` (see :mod:`vrt_spike.models.chunked_attention`).
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, chunk: ChunkConfig,

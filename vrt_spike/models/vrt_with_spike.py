@@ -16,10 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from vrt_spike.models.classical import sdm, window_weights
+from vrt_spike.models.spike_floor import sdm, window_weights
 from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
 from vrt_spike.models.spike import SpikeEncoder3D, SpikeRefineHead, SpikeTemporalSA
 from vrt_spike.models.vrt import VRT
@@ -49,9 +48,9 @@ class VRTWithSpike(nn.Module):
         fuse_stages: VRT stages (1..4) followed by a fusion block.
         residual_base: what VRT's residual is added to: ``blur`` (official VRT; a pretrained
             backbone is unchanged at step 0) or ``sdm`` (S-SDM's ``blur * short / long``
-            spike-rate ratio of the voxels, :func:`vrt_spike.models.classical.sdm`).
+            spike-rate ratio of the voxels, :func:`vrt_spike.models.spike_floor.sdm`).
         sharp_instant, sharp_width: the short window of ``sdm``, as fractions of the exposure
-            (where the ground truth sits; see :mod:`vrt_spike.models.classical`).
+            (where the ground truth sits; see :mod:`vrt_spike.models.spike_floor`).
         spike_head: add :class:`SpikeRefineHead` (of the scale-1 spike features, the blur and the
             residual base) to the output: a bool, or ``{enabled, width, depth}``.
     """

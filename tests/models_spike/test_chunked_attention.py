@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vrt_spike.models.chunking import ChunkConfig, plan_spatial_chunks
+from vrt_spike.models.chunked_attention import ChunkConfig, plan_spatial_chunks
 from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
 from vrt_spike.models.spike import SpikeTemporalSA
 
