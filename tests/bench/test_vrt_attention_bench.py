@@ -61,7 +61,7 @@ def test_cpu_memory_worker_sees_a_step_past_a_warm_heap(bench) -> None:
     ~64 MiB and an empty step ~0, in a process started the way the memory worker is (with
     ``CPU_MEMORY_ENV``, whatever MALLOC_* settings the caller has)."""
     code = (
-        "import os, sys, torch\n"
+        "import os, sys, time, torch\n"
         "from vrt_spike.bench import vrt_attention as b\n"
         "warm = torch.ones(256 * 2**20 // 4); del warm\n"
         "def peak(step):\n"
@@ -70,6 +70,7 @@ def test_cpu_memory_worker_sees_a_step_past_a_warm_heap(bench) -> None:
         "    return (rss.peak - rss.baseline) / 2**20\n"
         "def step():\n"
         "    held = [torch.ones(2**20 // 4) for _ in range(64)]  # 64 x 1 MiB, live together\n"
+        "    time.sleep(0.05)  # long enough for the sampling thread on a loaded machine\n"
         "    del held\n"
         "print(peak(step), peak(lambda: None))\n"
     )
