@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from vrt_spike.atomic import write_text_atomically
 from vrt_spike.data.footage import FloorReading, SpikeReading
+from vrt_spike.data.writers import to_uint8, write_png
 from vrt_spike.data.splits import Split
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
 from vrt_spike.lit.runtime import set_tf32, task_overrides
@@ -40,13 +41,9 @@ class SavePredictions(Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        from torchvision.utils import save_image
-
         for s, clip in enumerate(batch["clip"]):
-            clip_dir = self.out_dir / clip
-            clip_dir.mkdir(parents=True, exist_ok=True)
-            for t in range(outputs.shape[1]):
-                save_image(outputs[s, t].cpu(), clip_dir / f"{int(batch['frame_start'][s]) + t:06d}.png")
+            for t, frame in enumerate(to_uint8(outputs[s])):
+                write_png(self.out_dir / clip / f"{int(batch['frame_start'][s]) + t:06d}.png", frame)
 
 
 def _read_checkpoint(path: Path) -> Any:
@@ -243,7 +240,6 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     if is_zero:
         metrics = [m for m in FRAME_METRICS if m in mean]
         out_csv = Path(cfg.out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
         _write_csv(out_csv, rows, ["clip", "frames", *metrics])
         _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame", *metrics])
         width = max(len(r["clip"]) for r in rows)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from vrt_spike.atomic import atomic_path
 from vrt_spike.lit.losses import RestorationLoss
 from vrt_spike.lit.optim import NonFiniteStepGuard, build_optimizer, build_scheduler, split_param_groups
 from vrt_spike.restore import restore_clip
@@ -309,8 +310,8 @@ class DeblurModule(L.LightningModule):
         row = torch.nn.functional.interpolate(torch.stack(list(panels.values())).cpu().float(), scale_factor=2,
                                               mode="nearest")
         path = Path(self.trainer.default_root_dir) / "images" / f"val_step{self.global_step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(row, path, nrow=len(panels), padding=4, pad_value=1.0)
+        with atomic_path(path) as tmp:
+            save_image(row, tmp, nrow=len(panels), padding=4, pad_value=1.0)
         caption = f"{batch['clip'][0]} frame {int(batch['frame_start'][0]) + t}: {' | '.join(panels)}"
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
