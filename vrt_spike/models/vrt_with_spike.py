@@ -18,9 +18,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vrt_spike.models.spike_floor import sdm, window_weights
 from vrt_spike.models.fusion import MultiScaleTemporalCrossAttnFuse
 from vrt_spike.models.spike import SpikeEncoder3D, SpikeRefineHead, SpikeTemporalSA
+from vrt_spike.models.spike_floor import sdm, window_weights
 from vrt_spike.models.vrt import VRT
 from vrt_spike.models.vrt.checkpoint import load_vrt_checkpoint
 
