@@ -7,10 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench.run import (
-    BenchResult, InferFigures, TrainFigures, checkpointing_summary, make_row, measure_training, print_report,
-    set_checkpointing,
-)
+from vrt_spike.bench.run import BenchResult, InferFigures, TrainFigures, make_row, measure_training, print_report
 from vrt_spike.bench.measure import Spread
 from vrt_spike.bench.results import FIELDS
 from vrt_spike.timing.table import TimingRow, summarize
@@ -24,7 +21,8 @@ def _figures() -> tuple[TrainFigures, InferFigures]:
                        for r, ms in (("step", 40.0 + s), ("backward", 20.0), ("optimizer_step", 5.0),
                                      ("forward.vrt", 12.0)))
     train = TrainFigures(step_ms=Spread.of([40.0, 41.0, 42.0]), flops=6_000_000, deform_flops=1000,
-                         peak_bytes=300 * 2**20, mem_kind="cpu_rss_hwm", stages=stages)
+                         peak_bytes=300 * 2**20, mem_kind="cpu_tensors_rss_rise", stages=stages,
+                         planned_bytes=290 * 2**20)
     infer = InferFigures(ms=Spread.of([10.0, 11.0, 12.0]), flops=2_000_000, peak_bytes=100 * 2**20, params=1234)
     return train, infer
 
@@ -47,7 +45,7 @@ def test_row_complete_consistent(capsys: pytest.CaptureFixture) -> None:
     assert row["train_mfu"] == pytest.approx(6e6 / step_s / 0.5e12)
     assert row["infer_mfu"] == pytest.approx(2e6 / 0.011 / 0.5e12)
     assert row["train_peak_mem_mib"] == 300 and row["infer_peak_mem_mib"] == 100
-    assert row["params"] == 1234 and row["mem_kind"] == "cpu_rss_hwm"
+    assert row["params"] == 1234 and row["mem_kind"] == "cpu_tensors_rss_rise"
     assert row["compute_dtype"] in ("tf32", "fp32") and row["peak_source"].startswith("override")
     assert row["stage_ms"] == {"step": 41.0, "backward": 20.0, "optimizer_step": 5.0, "forward.vrt": 12.0}
 
@@ -75,16 +73,3 @@ def test_bad_bench_keys_are_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="trainer.precision"):
         make_row(META, SHAPE, device=torch.device("cpu"), precision=str(cfg.trainer.precision), warmup=1,
                  train=train, infer=infer)
-
-
-def test_checkpointing_summary_lists_switches() -> None:
-    cfg = {"vrt": {"use_checkpoint_attn": True, "use_checkpoint_ffn": False,
-                   "no_checkpoint_attn_blocks": [1]},
-           "spike_tsa": {"use_checkpoint": True}}
-    assert checkpointing_summary(cfg) == "vrt.use_checkpoint_attn+spike_tsa.use_checkpoint"
-    assert checkpointing_summary({"vrt": {"use_checkpoint_attn": False}}) == "off"
-    off = set_checkpointing(cfg, on=False)
-    assert checkpointing_summary(off) == "off"
-    assert off["vrt"]["no_checkpoint_attn_blocks"] == [1] and cfg["spike_tsa"]["use_checkpoint"]
-    assert checkpointing_summary(set_checkpointing(cfg, on=True)) == (
-        "vrt.use_checkpoint_attn+vrt.use_checkpoint_ffn+spike_tsa.use_checkpoint")

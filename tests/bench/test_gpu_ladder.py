@@ -145,7 +145,8 @@ def _check_measured_row(r: dict[str, str], m) -> None:
     assert r["preset"] == "tiny" and int(r["crop_size"]) == 40 and int(r["clip_len"]) == 2
     assert float(r["samples_per_s"]) == pytest.approx(batch / (step_ms / 1e3), rel=1e-5)
     assert float(r["mfu"]) == pytest.approx(float(r["flops_per_step"]) / (step_ms / 1e3) / 1e12, rel=1e-5)
-    assert float(r["peak_gb"]) > 0 and r["mem_kind"].startswith("cpu_rss")
+    assert float(r["peak_gb"]) > 0 and r["mem_kind"].startswith("cpu_tensors")
+    assert float(r["planned_gb"]) > 0  # the rung's memory plan beside its measured peak
     tops = [float(r[f"top{i}_ms"]) for i in (1, 2, 3)]
     assert tops == sorted(tops, reverse=True) and tops[2] > 0 and sum(tops) <= step_ms * 1.001
     assert float(r["warmup_s"]) >= 0 and int(r["timed_steps"]) == 1 and float(r["rung_s"]) > 0

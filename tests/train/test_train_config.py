@@ -5,8 +5,11 @@ import pytest
 import torch
 from train_support import compose_cfg
 from hydra.errors import HydraException, MissingConfigException
+from omegaconf import OmegaConf
 
-from vrt_spike.lit.config import check_config
+from vrt_spike.lit.config import (
+    apply_overrides, check_config, checkpointing_overrides, checkpointing_summary, set_checkpointing,
+)
 from vrt_spike.lit.module import build_net
 
 PRESETS = ["baseline", "opt", "fast", "tiny"]
@@ -76,3 +79,28 @@ def test_perceptual_loss_needs_local_weights(tmp_path) -> None:
         RestorationLoss(perceptual_weight=0.1)
     with pytest.raises(FileNotFoundError, match="loss.perceptual_weights: no file at"):
         RestorationLoss(perceptual_weight=0.1, perceptual_weights=str(tmp_path / "vgg19.pth"))
+
+
+def test_checkpointing_switches_all_on_all_off_and_the_summary() -> None:
+    cfg = {"vrt": {"use_checkpoint_attn": True, "use_checkpoint_ffn": False, "no_checkpoint_attn_blocks": [1]},
+           "spike_tsa": {"use_checkpoint": True}}
+    assert checkpointing_summary(cfg) == "vrt.use_checkpoint_attn+spike_tsa.use_checkpoint"
+    assert checkpointing_summary({"vrt": {"use_checkpoint_attn": False}}) == "off"
+    off = set_checkpointing(cfg, on=False)
+    assert checkpointing_summary(off) == "off"
+    assert off["vrt"]["no_checkpoint_attn_blocks"] == [1] and cfg["spike_tsa"]["use_checkpoint"]
+    on = set_checkpointing(cfg, on=True)
+    assert checkpointing_summary(on) == "vrt.use_checkpoint_attn+vrt.use_checkpoint_ffn+spike_tsa.use_checkpoint"
+    assert on["vrt"]["no_checkpoint_attn_blocks"] == []  # all on: no block excepted
+    assert checkpointing_overrides(cfg, on=True) == ["model.vrt.use_checkpoint_ffn=true",
+                                                     "model.vrt.no_checkpoint_attn_blocks=[]"]
+
+
+def test_apply_overrides_sets_keys_and_refuses_a_group_choice() -> None:
+    cfg = OmegaConf.create({"optim": {"name": "adamw", "lr": 1e-3}, "data": {"batch_size": 2}})
+    out = apply_overrides(cfg, ["data.batch_size=3", "optim.name=adamw8bit", "+optim.paged=false"])
+    assert (out.data.batch_size, out.optim.name, out.optim.paged) == (3, "adamw8bit", False)
+    assert cfg.data.batch_size == 2  # a copy
+    with pytest.raises(ValueError, match="optim is a config group"):
+        apply_overrides(cfg, ["optim=adamw8bit"])
+

@@ -67,3 +67,25 @@ def test_checkpoint_flags_follow_official_rules(tiny_kwargs: dict) -> None:
     assert flags(model.stage3.residual_group1) == {(True, False)}
     assert flags(model.stage8[1]) == {(False, True)}  # layer 7 = first RTMSA
     assert flags(model.stage8[2]) == {(True, True)}
+
+
+def test_alignment_checkpointing_keeps_outputs_and_gradients_and_recomputes_each_call(tiny_kwargs: dict) -> None:
+    from tests.vrt.conftest import randomize_
+
+    x = torch.rand(1, 2, 3, 40, 40)
+
+    def run(align: bool) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        model = randomize_(VRT(**tiny_kwargs, use_checkpoint_align=align))
+        calls = []
+        model.stage1.pa_deform.register_forward_pre_hook(lambda *a: calls.append(1))
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), [p.grad for p in model.parameters()], len(calls)
+
+    ref_out, ref_grads, ref_calls = run(False)
+    out, grads, calls = run(True)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    assert calls == 2 * ref_calls  # every alignment call of stage 1 runs again in backward

@@ -98,7 +98,7 @@ COMPILE_RUNGS = ("+compile", "+reduce-overhead")
 PRESETS = ("baseline", "opt", "fast")
 
 COLUMNS = ("rung", "preset", "precision", "compute_dtype", "optimizer", "batch_size", "checkpointing",
-           "compile", "clip_len", "crop_size", "samples_per_s", "step_ms", "peak_gb", "mem_kind", "mfu",
+           "compile", "clip_len", "crop_size", "samples_per_s", "step_ms", "peak_gb", "planned_gb", "mem_kind", "mfu",
            "flops_per_step", "peak_tflops", "top1_region", "top1_ms", "top2_region", "top2_ms",
            "top3_region", "top3_ms", "ops_per_step", "kernels_per_step", "warmup_s", "timed_steps", "rung_s",
            "status")
@@ -198,7 +198,7 @@ def rung_config(spec: RungSpec) -> Any:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from vrt_spike.bench.run import set_checkpointing
+    from vrt_spike.lit.config import set_checkpointing
     from vrt_spike.bench.step_measure import fixed_batch_config
 
     sw = spec.switches
@@ -270,6 +270,7 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
         "clip_len": spec.clip_len, "crop_size": spec.crop_size,
         "samples_per_s": meta["samples_per_s"], "step_ms": step.mean_ms,
         "peak_gb": clock["peak_bytes"] / GB, "mem_kind": clock["mem_kind"],
+        "planned_gb": None if clock.get("planned_peak_bytes") is None else clock["planned_peak_bytes"] / GB,
         "mfu": mfu(flops_per_step, step.mean_ms / 1e3, peak.tflops), "flops_per_step": flops_per_step,
         "peak_tflops": peak.tflops, "ops_per_step": clock["ops_per_step"],
         # CUDA: kernels the profiled step ran. CPU: each outer aten operator plus each kernel
@@ -289,10 +290,12 @@ def measure_rung(spec: RungSpec) -> dict[str, Any]:
 
 
 def failure(err: BaseException) -> tuple[str, str]:
-    """(`oom` | `failed`, a one-line reason) of an exception raised by a rung."""
+    """(`oom` | `failed`, a one-line reason) of an exception raised by a rung. A rung the memory
+    plan stopped before its first step (`MemoryPlanError`) counts as out of memory."""
     seen: BaseException | None = err
     while seen is not None:
-        if type(seen).__name__ == "OutOfMemoryError" or "out of memory" in str(seen).lower():
+        if (type(seen).__name__ in ("OutOfMemoryError", "MemoryPlanError")
+                or "out of memory" in str(seen).lower()):
             return "oom", f"out of memory: {str(seen).splitlines()[0][:160] if str(seen) else type(seen).__name__}"
         seen = seen.__cause__ or seen.__context__
     text = str(err).splitlines()[0][:200] if str(err) else ""
@@ -644,8 +647,8 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| rung | preset | precision | optimizer | batch | ckpt | compile | crop | samples/s | step ms | "
-             "peak GB | MFU % | top-3 regions (self ms/step) | kernels/step | warm-up s | status |",
-             "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "peak GB | planned GB | MFU % | top-3 regions (self ms/step) | kernels/step | warm-up s | status |",
+             "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         tops = ("; ".join(f"{r[f'top{i}_region']} {float(r[f'top{i}_ms']):.0f}" for i in (1, 2, 3))
                 if r.get("top1_region") else "n/a")
@@ -654,7 +657,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{'' if not r.get('compute_dtype') else ' (' + str(r['compute_dtype']) + ')'} | {r['optimizer']} | "
             f"{r['batch_size']} | {r['checkpointing']} | {r['compile']} | {r['crop_size']} | "
             f"{_fmt(r.get('samples_per_s'), '.3f')} | {_fmt(r.get('step_ms'), '.1f')} | "
-            f"{_fmt(r.get('peak_gb'), '.2f')} | {_fmt(r.get('mfu'), '.1f', 100)} | {tops} | "
+            f"{_fmt(r.get('peak_gb'), '.2f')} | {_fmt(r.get('planned_gb'), '.2f')} | {_fmt(r.get('mfu'), '.1f', 100)} | {tops} | "
             f"{_fmt(r.get('kernels_per_step'), '.0f')} | {_fmt(r.get('warmup_s'), '.1f')} | {r['status']} |")
     return "\n".join(lines) + "\n"
 

@@ -3,13 +3,15 @@
 CUDA: one pair of events per iteration on the current stream, resolved after the loop (one
 synchronisation for the whole loop, none inside it). CPU: `time.perf_counter` around each call.
 
-Peak memory: CUDA allocator high-water mark (`torch.cuda.max_memory_allocated`, tensors only, reset
-per phase); on CPU the process resident-set high-water mark (Linux `VmHWM`, reset per phase by
-writing 5 to `/proc/self/clear_refs`; where that is not permitted, `ru_maxrss`, the high-water mark
-since process start, and the kind says so).
+Peak memory (`PeakMemory`): CUDA allocator high-water mark (`torch.cuda.max_memory_allocated`,
+tensors only, reset per phase); on CPU the process resident-set high-water mark (Linux `VmHWM`,
+reset per phase by writing 5 to `/proc/self/clear_refs`; where that is not permitted, `ru_maxrss`,
+the high-water mark since process start). A phase's tensors peak (`tensors_peak`, what the memory
+plan predicts): the CUDA figure, or on a CPU the tensors live at the reset plus the RSS rise.
 """
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -83,31 +85,62 @@ def _vm_hwm_bytes() -> int | None:
     return None
 
 
+def _rss_bytes() -> int:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class PeakMemory:
-    """Per-phase peak memory of `device`: `reset()` before a phase, `read()` after it."""
+    """Per-phase peak memory of `device`: `reset()` before a phase, `read()` after it; `rise()` is
+    how far the peak went above the level at `reset()`.
+
+    On a CPU the rise is the memory the phase's new tensors took only when glibc returns freed
+    memory at once: run the process with ``MALLOC_MMAP_THRESHOLD_=8192`` (every buffer of 8 KiB
+    or more is then its own mapping, unmapped when freed); otherwise a tensor may reuse memory an
+    earlier phase freed and the rise reads low (a tiny training step: 79 MiB instead of 255).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._rss_resettable = False
+        self._level = 0
 
     def reset(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._level = int(torch.cuda.memory_allocated(self.device))
             return
         try:
             _CLEAR_REFS.write_text("5")
             self._rss_resettable = _vm_hwm_bytes() is not None
         except OSError:
             self._rss_resettable = False
+        self._level = _rss_bytes()
+
+    def rise(self) -> int:
+        """Peak bytes since `reset()` above the level at `reset()`."""
+        return self.read() - self._level
+
+    def tensors_peak(self, live_bytes: int) -> int:
+        """Peak bytes of tensors since `reset()`: the CUDA allocator's high-water mark, or on a CPU
+        ``live_bytes`` (what the caller counted as live at `reset()`) plus the RSS rise."""
+        return self.read() if self.device.type == "cuda" else live_bytes + self.rise()
 
     @property
     def kind(self) -> str:
+        """What :meth:`tensors_peak` measures."""
         if self.device.type == "cuda":
             return "cuda_max_allocated"
-        return "cpu_rss_hwm" if self._rss_resettable else "cpu_rss_hwm_since_start"
+        kind = "cpu_tensors_rss_rise" if self._rss_resettable else "cpu_tensors_rss_rise_since_start"
+        return kind if os.environ.get("MALLOC_MMAP_THRESHOLD_") else f"{kind}_unpinned"
 
     def read(self) -> int:
-        """Peak bytes since the last `reset()` (see `kind` for what is measured)."""
+        """Peak bytes since the last `reset()`: CUDA allocated, or the process's RSS on a CPU."""
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         if self._rss_resettable:

@@ -53,18 +53,22 @@ def _tensors(value: Any) -> Iterable[torch.Tensor]:
             yield from _tensors(v)
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the distinct tensor storages in `optimizer.state` (see the module doc)."""
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages under ``tensors`` (views and shared buffers count once)."""
     seen: set[tuple[str, int]] = set()
     total = 0
-    for tensor in _tensors(list(optimizer.state.values())):
+    for tensor in tensors:
         storage = tensor.untyped_storage()
         key = (str(tensor.device), storage.data_ptr())
-        if key in seen:
-            continue
-        seen.add(key)
-        total += storage.nbytes()
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
     return total
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the distinct tensor storages in `optimizer.state` (see the module doc)."""
+    return storage_bytes(_tensors(list(optimizer.state.values())))
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:

@@ -55,6 +55,10 @@ def summary_table(row: Mapping[str, Any]) -> Table:
     _add_row(t, "frames/s", f"{row['train_frames_per_s']:.2f}", f"{row['infer_frames_per_s']:.2f}")
     _add_row(t, f"peak memory ({row['mem_kind']})", f"{row['train_peak_mem_mib']:.0f} MiB",
               f"{row['infer_peak_mem_mib']:.0f} MiB")
+    planned = _num(row.get("train_planned_mem_mib"))
+    if planned is not None:
+        error = planned / row["train_peak_mem_mib"] - 1
+        _add_row(t, "  planned (python -m vrt_spike.bench.memory)", f"{planned:.0f} MiB ({100 * error:+.1f} %)", "")
     _add_row(t, "FLOPs / call", fmt_si(row["train_flops_per_step"], "FLOP"),
               fmt_si(row["infer_flops_per_forward"], "FLOP"))
     _add_row(t, "  of which deform conv (analytic)", fmt_si(row["train_deform_flops"], "FLOP"), "")

@@ -28,7 +28,7 @@ FIELDS: tuple[str, ...] = (
     "train_samples_per_s", "train_frames_per_s",
     "infer_ms_median", "infer_ms_p10", "infer_ms_p90",
     "infer_samples_per_s", "infer_frames_per_s",
-    "train_peak_mem_mib", "infer_peak_mem_mib", "mem_kind",
+    "train_peak_mem_mib", "train_planned_mem_mib", "infer_peak_mem_mib", "mem_kind",
     "train_flops_per_step", "train_deform_flops", "infer_flops_per_forward",
     "train_tflops_per_s", "infer_tflops_per_s", "peak_tflops", "peak_source",
     "train_mfu", "infer_mfu",

@@ -50,8 +50,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vrt_spike.atomic import write_text_atomically
+from vrt_spike.lit.config import checkpointing_summary, set_checkpointing
 from vrt_spike.bench.flops import count_flops, deform_conv_op_names
 from vrt_spike.bench.measure import PeakMemory, Spread, time_callable
+from vrt_spike.bench.optimizer import storage_bytes
 from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.bench.report import (
     Comparison, compare_rows, comparison_table, render_text, summary_table,
@@ -115,6 +117,7 @@ class TrainFigures:
     peak_bytes: int
     mem_kind: str
     stages: list[RegionStats]  # per-stage breakdown (empty with bench.breakdown=false)
+    planned_bytes: int | None = None  # the fit's memory plan (memory.check=false: none)
 
 
 def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | None = None) -> TrainFigures:
@@ -151,7 +154,7 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
         step_ms=Spread.of(clock["step_ms"]), flops=int(clock["flops_per_step"]),
         deform_flops=sum(clock["flops_by_op"].get(op, 0) for op in deform_conv_op_names()),
         peak_bytes=int(clock["peak_bytes"]), mem_kind=clock["mem_kind"],
-        stages=read_summary(run_dir) if breakdown else [])
+        stages=read_summary(run_dir) if breakdown else [], planned_bytes=clock.get("planned_peak_bytes"))
 
 
 @dataclass(frozen=True)
@@ -196,12 +199,13 @@ def measure_inference(cfg: DictConfig, device: torch.device, model: Mapping[str,
 
     memory = PeakMemory(device)
     memory.reset()
+    live = storage_bytes([*module.parameters(), *module.buffers(), *batch.values()])
     with torch.compiler.set_stance("force_eager"):
         flops = count_flops(forward)
     compiled = bool(model.get("compile", False))
     warmup = int(b.warmup) if compiled else max(int(b.warmup) - 1, 0)
     ms = Spread.of(time_callable(forward, warmup=warmup, iters=int(b.iters), device=device))
-    return InferFigures(ms=ms, flops=flops.total, peak_bytes=memory.read(),
+    return InferFigures(ms=ms, flops=flops.total, peak_bytes=memory.tensors_peak(live),
                         params=sum(p.numel() for p in module.net.parameters()))
 
 
@@ -257,6 +261,7 @@ def make_row(meta: Mapping[str, Any], shape: Mapping[str, int], *, device: torch
         "infer_samples_per_s": b / infer_s,
         "infer_frames_per_s": frames / infer_s,
         "train_peak_mem_mib": train.peak_bytes / MIB,
+        "train_planned_mem_mib": None if train.planned_bytes is None else train.planned_bytes / MIB,
         "infer_peak_mem_mib": infer.peak_bytes / MIB,
         "mem_kind": train.mem_kind,
         "train_flops_per_step": train.flops,
@@ -324,36 +329,6 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path | None) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # Hydra entry point
-
-def checkpointing_summary(model_cfg: Mapping[str, Any]) -> str:
-    """Which activation-checkpoint switches of the model config are on (`off` when none):
-    every boolean key whose name starts with `use_checkpoint`, as `vrt.use_checkpoint_attn+...`."""
-    on: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                name = f"{prefix}{key}"
-                if str(key).startswith("use_checkpoint") and isinstance(value, bool):
-                    if value:
-                        on.append(name)
-                else:
-                    walk(value, name + ".")
-
-    walk(model_cfg, "")
-    return "+".join(on) if on else "off"
-
-
-def set_checkpointing(model_cfg: dict[str, Any], on: bool) -> dict[str, Any]:
-    """A copy of `model_cfg` with every boolean `use_checkpoint*` switch set to `on` (the
-    `no_checkpoint_*_blocks` exceptions of VRT stay as configured)."""
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: (on if str(k).startswith("use_checkpoint") and isinstance(v, bool)
-                        else walk(v)) for k, v in node.items()}
-        return node
-    return walk(model_cfg)
-
 
 # bench.* keys that do not change what is measured, left out of a row's label.
 _LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.breakdown",

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from vrt_spike.data.splits import Split
 from vrt_spike.bench.flops import flop_count, flop_counter_mode
 from vrt_spike.bench.measure import PeakMemory, synchronize
-from vrt_spike.bench.optimizer import describe_optimizer
+from vrt_spike.bench.optimizer import describe_optimizer, optimizer_state_bytes, storage_bytes
 from vrt_spike.atomic import write_text_atomically
 
 __all__ = ["FixedBatchDataModule", "StepClock", "fixed_batch_config"]
@@ -104,8 +104,12 @@ class StepClock(L.Callback):
             fit, after a synchronisation), ``timed_steps``, ``step_ms`` (each timed step, from the end
             of the batch before it to the end of its own: the whole step as the loop runs it, loader
             included; CUDA events, read after the fit, so no step waits), ``peak_bytes`` and ``mem_kind``
-            (`vrt_spike.bench.measure.PeakMemory` over the timed batches: the CUDA allocator's
-            high-water mark, or the process RSS on a CPU), ``optimizer``; with ``count_ops``, also
+            (the tensors' peak over the timed batches, `vrt_spike.bench.measure.PeakMemory`: the CUDA
+            allocator's high-water mark; on a CPU the bytes of the tensors live when the warm-up
+            ends (parameters, gradients, optimizer states, the batch) plus the process's RSS rise
+            over the timed batches, exact with ``MALLOC_MMAP_THRESHOLD_`` set, see PeakMemory),
+            ``planned_peak_bytes`` (the fit's memory plan, ``memory_plan.json``, when it made one),
+            ``optimizer``; with ``count_ops``, also
             ``ops_per_step`` (aten operators called from outside another aten operator in the
             first timed step, forward, backward and optimizer: each one a dispatch from the host,
             a kernel launch or more on a GPU), ``cuda_kernels_per_step`` (CUDA kernels the same
@@ -137,6 +141,7 @@ class StepClock(L.Callback):
         self._batches = 0
         self._t_start = self._t_warm = 0.0
         self._memory: PeakMemory | None = None
+        self._live_bytes = 0  # tensors live when the timed batches start (CPU peak = these + the RSS rise)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._memory = PeakMemory(pl_module.device)
@@ -144,7 +149,7 @@ class StepClock(L.Callback):
         self._marks = []
         self._t_start = self._t_warm = time.perf_counter()
         if self.warmup == 0:
-            self._memory.reset()
+            self._reset_memory(trainer, pl_module, None)
             self._mark(pl_module.device)
 
     def _mark(self, device: torch.device) -> None:
@@ -205,7 +210,7 @@ class StepClock(L.Callback):
         now = time.perf_counter()
         if self._batches == self.warmup:
             self._t_warm = now
-            self._memory.reset()
+            self._reset_memory(trainer, pl_module, batch)
             self._mark(pl_module.device)
             return
         if self._batches > self.warmup:
@@ -214,16 +219,28 @@ class StepClock(L.Callback):
         if timed >= self.max_steps or (timed >= self.min_steps and now - self._t_warm >= self.seconds):
             trainer.should_stop = True
 
+    def _reset_memory(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        params = list(pl_module.parameters())
+        batch_tensors = [v for v in (batch or {}).values() if isinstance(v, torch.Tensor)]
+        self._live_bytes = (storage_bytes([*params, *(p.grad for p in params if p.grad is not None), *batch_tensors])
+                            + sum(optimizer_state_bytes(opt) for opt in trainer.optimizers))
+        self._memory.reset()
+
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from vrt_spike.lit.memory_fit import PLAN_FILE
+
         synchronize(pl_module.device)
         timed = max(self._batches - self.warmup, 0)
+        plan = Path(trainer.default_root_dir) / PLAN_FILE
         result = {
             "warmup_s": self._t_warm - self._t_start,
             "timed_s": time.perf_counter() - self._t_warm,
             "timed_steps": timed,
             "step_ms": self._step_ms(pl_module.device),
-            "peak_bytes": self._memory.read() if timed else None,
+            "peak_bytes": self._memory.tensors_peak(self._live_bytes) if timed else None,
             "mem_kind": self._memory.kind,
+            "planned_peak_bytes": json.loads(plan.read_text())["peak_bytes"] if plan.is_file() else None,
             "optimizer": describe_optimizer(trainer.optimizers[0]) if trainer.optimizers else None,
         }
         if self.count_ops:
@@ -249,7 +266,9 @@ def fixed_batch_config(cfg: DictConfig, *, run_dir: str | Path, warmup: int, min
     one collection at the end of the fit, no console, the warm-up left out of its summary; not
     attached when ``timing`` is false), and ``callbacks`` (name -> callback config) beside them.
     ``model``: a resolved ``model.*`` to run instead of the config's (checkpointing switched).
-    Everything else (model, optimizer, scheduler, precision, compile, loss, seed) stays as composed.
+    ``memory.check`` becomes true (the pre-flight plans the step on any device and writes
+    ``memory_plan.json``) unless it is false. Everything else (model, optimizer, scheduler,
+    precision, compile, loss, seed) stays as composed.
     """
     cfg = copy.deepcopy(cfg)
     steps = warmup + max_steps
@@ -262,6 +281,10 @@ def fixed_batch_config(cfg: DictConfig, *, run_dir: str | Path, warmup: int, min
         cfg.logger = None
         cfg.test = False
         cfg.ckpt_path = None
+        # A measured fit plans its step (memory_plan.json, the planned peak beside the measured
+        # one) and stops before it starts if the plan cannot fit; memory.check=false skips both.
+        memory = cfg.get("memory") or {}
+        cfg.memory = {**memory, "check": memory.get("check", "auto") is not False}
         trainer = cfg.trainer
         trainer.max_steps, trainer.max_epochs = steps, -1
         trainer.limit_val_batches, trainer.num_sanity_val_steps = 0, 0

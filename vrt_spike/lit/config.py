@@ -1,11 +1,17 @@
 """Fail-fast checks of a composed train/evaluate config: each error names the key, expected and actual."""
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vrt_spike import PROJECT_ROOT
 
-__all__ = ["check_config", "register_resolvers"]
+__all__ = ["check_config", "register_resolvers", "apply_overrides", "checkpointing_overrides", "set_checkpointing",
+           "checkpointing_summary"]
 
 _SCALE = 8  # VRT stage 4 runs at 1/8 of the input
 
@@ -66,3 +72,65 @@ def check_config(cfg: DictConfig) -> None:
     allowed = ("32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true", "bf16-true", "16-true")
     if precision not in allowed:
         raise ValueError(f"trainer.precision: expected one of 32, 16-mixed, bf16-mixed, got {precision!r}")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A copy of the composed ``cfg`` with ``key=value`` overrides (Hydra's syntax) applied.
+
+    Keys only: a config group choice (``optim=adamw8bit``) would need the group's file, so it is
+    refused with the key named; give the keys it sets instead (``optim.name=adamw8bit``).
+    """
+    cfg = copy.deepcopy(cfg)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key, value = override.key_or_group, override.value()
+        node = OmegaConf.select(cfg, key, default=None)
+        if isinstance(node, DictConfig) and not isinstance(value, Mapping):
+            raise ValueError(f"override {override.input_line!r}: {key} is a config group or block here, not a key; "
+                             f"give its keys ({key}.<name>=...)")
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    return cfg
+
+
+def checkpointing_overrides(model_cfg: Mapping[str, Any], on: bool) -> list[str]:
+    """The ``model.*`` overrides that turn every activation-checkpoint switch of ``model_cfg`` on or
+    off: each boolean ``use_checkpoint*`` key, and, turning them on, VRT's exceptions
+    (``no_checkpoint_attn_blocks``, ``no_checkpoint_ffn_blocks``) emptied."""
+    out: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}.{key}"
+            if str(key).startswith("use_checkpoint") and isinstance(value, bool):
+                if value != on:
+                    out.append(f"{path}={str(on).lower()}")
+            elif on and str(key).startswith("no_checkpoint_") and value:
+                out.append(f"{path}=[]")
+            elif isinstance(value, Mapping):
+                walk(value, path)
+
+    walk(model_cfg, "model")
+    return out
+
+
+def set_checkpointing(model_cfg: Mapping[str, Any], on: bool) -> dict[str, Any]:
+    """A copy of the resolved ``model_cfg`` with :func:`checkpointing_overrides` applied."""
+    node = OmegaConf.create({"model": dict(model_cfg)})
+    return OmegaConf.to_container(apply_overrides(node, checkpointing_overrides(model_cfg, on)).model)
+
+
+def checkpointing_summary(model_cfg: Mapping[str, Any]) -> str:
+    """Which activation-checkpoint switches of the model config are on (``off`` when none): every
+    boolean key whose name starts with ``use_checkpoint``, as ``vrt.use_checkpoint_attn+...``."""
+    on: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if str(key).startswith("use_checkpoint") and isinstance(value, bool):
+                if value:
+                    on.append(f"{prefix}{key}")
+            elif isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+
+    walk(model_cfg, "")
+    return "+".join(on) if on else "off"

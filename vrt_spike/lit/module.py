@@ -208,10 +208,12 @@ class DeblurModule(L.LightningModule):
         # group for it), which skips its backward; a part frozen for the first steps only keeps
         # its gradients, dropped before each of those optimizer steps (on_before_optimizer_step),
         # so DDP's buckets never change mid-fit.
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self.freeze_for_fit(int(self.trainer.max_steps))
+
+    def freeze_for_fit(self, max_steps: int) -> None:
+        """Apply the freezes to a fit of ``max_steps`` steps (see :meth:`setup`; the memory plan calls it too)."""
         self._frozen_for_steps = []
-        max_steps = int(self.trainer.max_steps)
         for steps, params in self._freezes():
             if 0 < max_steps <= steps:
                 for p in params:

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from vrt_spike.lit.config import check_config
+from vrt_spike.lit.memory_fit import check_before_fit
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule
 from vrt_spike.lit.runtime import hydra_model_choice, in_multirun, job_info, set_tf32
 from vrt_spike.lit.sweep import write_summary
@@ -86,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _refuse_multirun_ddp(trainer)
+    check_before_fit(cfg, trainer, output_dir)  # stops a step the memory plan says cannot fit
     if trainer.is_global_zero:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

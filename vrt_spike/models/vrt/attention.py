@@ -30,6 +30,9 @@ SHIFT_MASK_FILL = -100.0  # the official value; -inf would change the numbers of
 _Fn = TypeVar("_Fn", bound=Callable[..., object])
 
 
+_SHAPE_CACHES: list[Callable[[], None]] = []  # each cache's cache_clear
+
+
 def shape_cache(maxsize: int) -> Callable[[_Fn], _Fn]:
     """``lru_cache`` for the pure mask/order builders below, bypassed while ``torch.compile``
     traces: the compiled graph then holds the builder's ops itself, and Dynamo does not warn
@@ -37,6 +40,7 @@ def shape_cache(maxsize: int) -> Callable[[_Fn], _Fn]:
 
     def decorate(fn: _Fn) -> _Fn:
         cached = lru_cache(maxsize=maxsize)(fn)
+        _SHAPE_CACHES.append(cached.cache_clear)
 
         @wraps(fn)
         def call(*args: object) -> object:
@@ -47,6 +51,13 @@ def shape_cache(maxsize: int) -> Callable[[_Fn], _Fn]:
         return call  # type: ignore[return-value]
 
     return decorate
+
+
+def clear_shape_caches() -> None:
+    """Empty every mask/order cache: a traced run (fake tensors of a memory plan) must neither
+    receive the masks of a real one nor leave its own behind (the caches key on shapes and device)."""
+    for clear in _SHAPE_CACHES:
+        clear()
 
 
 def get_window_size(

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from vrt_spike.models.vrt.attention import AttnImpl
 from vrt_spike.models.vrt.tmsa import TMSAG, GEGLUMlp
@@ -42,6 +43,11 @@ class Stage(nn.Module):
     Reshape (keep / 2x down / 2x up), a mutual+self attention group over 2-frame windows, a
     self-attention group over full windows (each followed by a linear layer and a skip), then
     flow-guided parallel warping of both neighbours fused by a GEGLU MLP.
+
+    ``use_checkpoint_align`` (not upstream's: its alignment always keeps its activations)
+    recomputes each alignment call and the fusing MLP in backward. At full resolution that is
+    the largest activation a stage keeps: 5.6 of the 49 GiB a baseline step of 1 x 6 x 256^2
+    needs in fp32 for stage 1 alone (``python -m vrt_spike.bench.memory``).
     """
 
     # Frame pairs aligned per deformable-alignment call: as many as fit this many pixels. Batching
@@ -70,9 +76,11 @@ class Stage(nn.Module):
         use_checkpoint_attn: bool,
         use_checkpoint_ffn: bool,
         attn_impl: AttnImpl,
+        use_checkpoint_align: bool = False,
     ) -> None:
         super().__init__()
         self.pa_frames = pa_frames
+        self.use_checkpoint_align = use_checkpoint_align
         self.reshape = _reshape_layer(reshape, in_dim, dim)
         common = dict(
             dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
@@ -101,9 +109,20 @@ class Stage(nn.Module):
         if self.pa_frames:
             x = x.transpose(1, 2)  # (B, T, C, H, W)
             x_backward, x_forward = self._aligned_neighbours(x, flows_backward[0], flows_forward[0])
-            fused = self.pa_fuse(torch.cat([x, x_backward, x_forward], 2).permute(0, 1, 3, 4, 2))
+            fused = self._recomputed(self.pa_fuse, torch.cat([x, x_backward, x_forward], 2).permute(0, 1, 3, 4, 2))
             x = fused.permute(0, 4, 1, 2, 3)
         return x
+
+    def _recomputed(self, fn, *args: Tensor) -> Tensor:
+        """``fn(*args)``, recomputed in backward when ``use_checkpoint_align`` (training only)."""
+        if self.use_checkpoint_align and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _align(self, neighbours: Tensor, targets: Tensor, flows: Tensor) -> Tensor:
+        """One alignment call: ``neighbours`` warped by ``flows``, then the deformable alignment."""
+        warped = flow_warp(neighbours, flows.permute(0, 2, 3, 1), "bilinear")
+        return self.pa_deform(neighbours, [warped], targets, [flows])
 
     def _aligned_neighbours(self, x: Tensor, flows_backward: Tensor, flows_forward: Tensor) -> tuple[Tensor, Tensor]:
         """Frame t+1 aligned to t (zeros for the last frame) and t-1 aligned to t (zeros for the first).
@@ -116,8 +135,7 @@ class Stage(nn.Module):
         per_call = max(1, self.align_pixels_per_call // (x.shape[-2] * x.shape[-1]))
         aligned = []
         for nb, tg, fl in zip(neighbours.split(per_call), targets.split(per_call), flows.split(per_call)):
-            warped = flow_warp(nb, fl.permute(0, 2, 3, 1), "bilinear")
-            aligned.append(self.pa_deform(nb, [warped], tg, [fl]))
+            aligned.append(self._recomputed(self._align, nb, tg, fl))
         return pairs_to_frames(torch.cat(aligned) if len(aligned) > 1 else aligned[0], x.shape[0])
 
 

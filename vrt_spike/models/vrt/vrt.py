@@ -33,7 +33,8 @@ class VRT(nn.Module):
     Arguments keep the official names and meanings (see upstream ``network_vrt.VRT``); the
     defaults are upstream's. ``img_size`` does not constrain the input (it only documents the
     training size). ``attn_impl`` picks ``"sdpa"`` (default) or the ``"explicit"`` softmax
-    reference. Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented; so
+    reference; ``use_checkpoint_align`` recomputes stages 1-7's parallel-warping alignment in
+    backward (see :class:`Stage`). Only ``upscale=1``, ``pa_frames=2`` and blind restoration are implemented; so
     upstream's ``recal_all_flows`` (flows of ``pa_frames`` 4 and 6) is not an argument.
 
     Input: ``T >= 2``; ``H`` and ``W`` multiples of 8, at least :attr:`min_input_hw` (40 and
@@ -67,6 +68,7 @@ class VRT(nn.Module):
         no_checkpoint_attn_blocks: Sequence[int] = (),
         no_checkpoint_ffn_blocks: Sequence[int] = (),
         attn_impl: AttnImpl = "sdpa",
+        use_checkpoint_align: bool = False,
     ) -> None:
         super().__init__()
         if upscale != 1:
@@ -113,6 +115,7 @@ class VRT(nn.Module):
                 max_residue_magnitude=10 / _SCALES[i],
                 use_checkpoint_attn=ckpt_attn[i],
                 use_checkpoint_ffn=ckpt_ffn[i],
+                use_checkpoint_align=use_checkpoint_align,
                 **common,
             )
             self.add_module(f"stage{i + 1}", stage)
