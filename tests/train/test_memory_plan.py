@@ -2,6 +2,7 @@
 against a measured peak, the largest batch, the cheapest lever and train.py's pre-flight."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -111,12 +112,17 @@ def test_planned_peak_within_10_percent_of_a_measured_training_step(tmp_path: Pa
     assert result["planned"] == pytest.approx(result["measured"], rel=0.10), result
 
 
+def _plan_with_peak(peak: int) -> StepPlan:
+    blank = {f.name: 0 for f in dataclasses.fields(StepPlan)}
+    return StepPlan(**{**blank, "by_region": {}, "phases": {}, "backward_peak_parts": {}, "shape": {}, "optimizer": "",
+                       "precision": "32", "peak_phase": "backward", "overrides": [], "peak_bytes": peak})
+
+
 def _formula_planner(fixed: int, per_unit: int, key: str):
     """A planner whose peak is ``fixed + per_unit * batch`` (or per pixel of the crop)."""
     def plan(cfg, target: str = "cuda") -> StepPlan:
         size = int(cfg.data.batch_size) if key == "batch" else int(cfg.data.crop_size) ** 2
-        return StepPlan(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, fixed + per_unit * size, "backward", {}, 0, 0, "", "32",
-                        {}, 0.0)
+        return _plan_with_peak(fixed + per_unit * size)
     return plan
 
 
@@ -167,7 +173,7 @@ def test_a_real_solve_answers_a_batch_that_fits_while_one_more_does_not(tmp_path
 
 
 def test_verdicts_and_the_levers_that_apply() -> None:
-    plan = StepPlan(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, 40 * GIB, "backward", {}, 0, 0, "", "32", {}, 0.0)
+    plan = _plan_with_peak(40 * GIB)
     verdicts = card_verdicts(plan, cards_gib(40), reserve_gib=2.0)
     assert [(v["card"], v["fits"]) for v in verdicts] == [
         ("24 GB", False), ("48 GB", True), ("80 GB", True), ("141 GB", True), ("40 GB (memory.device_gb)", False)]

@@ -38,7 +38,6 @@ usually keeps fewer activations, so the plan is an upper bound there.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import weakref
 from collections import defaultdict
@@ -57,8 +56,6 @@ from vrt_spike.models.vrt.attention import clear_shape_caches
 from vrt_spike.timing.regions import find_regions
 
 __all__ = ["GIB", "StepPlan", "StorageLedger", "plan_training_step", "precision_dtypes", "plan_table"]
-
-log = logging.getLogger(__name__)
 
 GIB = 2**30
 
@@ -195,6 +192,7 @@ class StepPlan:
     forward_peak_bytes: int            # forward's live peak above its start (activations + transients)
     backward_peak_bytes: int           # backward's live peak above the static part (grads included)
     backward_transient_bytes: int      # backward's peak above the activations it starts with
+    backward_peak_parts: dict[str, int]  # at backward's peak: activation (still saved), gradient, backward (its own)
     by_region: dict[str, int]          # activations_bytes by the region that made them
     peak_bytes: int
     peak_phase: str                    # forward | backward | optimizer
@@ -327,6 +325,7 @@ def plan_training_step(cfg: DictConfig, *, target: str = "cuda", overrides: list
             loss.backward()
             del loss
             backward_peak = ledger.peak - start
+            parts = {k: ledger.peak_live.get(k, 0) for k in (ACT, GRAD, BACKWARD)}
             grads_bytes = ledger.live[GRAD]
     finally:
         clear_shape_caches()
@@ -347,7 +346,7 @@ def plan_training_step(cfg: DictConfig, *, target: str = "cuda", overrides: list
         params_bytes=params_bytes, grads_bytes=grads_bytes, optimizer_bytes=optimizer_bytes,
         optimizer_step_bytes=optimizer_step_bytes, batch_bytes=batch_bytes, ddp_bytes=ddp_bytes,
         activations_bytes=activations, forward_peak_bytes=forward_peak, backward_peak_bytes=backward_peak,
-        backward_transient_bytes=backward_peak - activations, by_region=by_region,
+        backward_transient_bytes=backward_peak - activations, backward_peak_parts=parts, by_region=by_region,
         peak_bytes=phases[peak_phase], peak_phase=peak_phase, phases=phases,
         params=sum(p.numel() for p in params), trainable_params=sum(p.numel() for p in trainable),
         optimizer=optimizer_name, precision=str(cfg.trainer.precision), shape=shape,
@@ -355,7 +354,8 @@ def plan_training_step(cfg: DictConfig, *, target: str = "cuda", overrides: list
 
 
 def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:7.2f} GiB"
+    """GiB from 1 GiB up, MiB below (a tiny config's figures would all read 0.00 GiB)."""
+    return f"{nbytes / GIB:7.2f} GiB" if abs(nbytes) >= GIB else f"{nbytes / 2**20:7.1f} MiB"
 
 
 def plan_table(plan: StepPlan, top_regions: int = 12) -> str:
@@ -382,7 +382,8 @@ def plan_table(plan: StepPlan, top_regions: int = 12) -> str:
         lines.append(f"    {f'{len(ranked) - top_regions} more regions':<24}{_gib(rest)}")
     lines += [f"  forward peak        {_gib(plan.forward_peak_bytes)}   (activations and forward's transients)",
               f"  backward peak       {_gib(plan.backward_peak_bytes)}   ({_gib(plan.backward_transient_bytes).strip()} "
-              "above the activations: recomputation, activation and parameter gradients)",
-              "  step peak by phase: " + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in plan.phases.items()),
+              "above the activations; at that moment: "
+              + ", ".join(f"{k} {_gib(v).strip()}" for k, v in plan.backward_peak_parts.items()) + ")",
+              "  step peak by phase: " + ", ".join(f"{k} {_gib(v).strip()}" for k, v in plan.phases.items()),
               f"  PEAK                {_gib(plan.peak_bytes)}   (in {plan.peak_phase})"]
     return "\n".join(lines)
