@@ -96,7 +96,9 @@ ACCURACY = [
     pytest.param(["model=tiny", "data.clip_len=2", "data.crop_size=48", "data.batch_size=1"], id="tiny-fp32"),
     pytest.param(["model=tiny", "data.clip_len=3", "data.crop_size=64", "data.batch_size=2",
                   "trainer.precision=bf16-mixed"], id="tiny-bf16", marks=pytest.mark.slow),
-    pytest.param(["model=tiny", "data.clip_len=3", "data.crop_size=64", "data.batch_size=2",
+    # everything recomputed keeps little: a crop where the tensors, not the process's ~15 MiB of
+    # kernel workspaces and page rounding, make the peak
+    pytest.param(["model=tiny", "data.clip_len=4", "data.crop_size=96", "data.batch_size=2",
                   "model.vrt.use_checkpoint_attn=true", "model.vrt.use_checkpoint_ffn=true",
                   "model.vrt.use_checkpoint_align=true", "model.spike_tsa.use_checkpoint=true",
                   "model.fusion.use_checkpoint=true"], id="tiny-checkpointed", marks=pytest.mark.slow),
