@@ -101,7 +101,7 @@ ACCURACY = [
     pytest.param(["model=tiny", "data.clip_len=4", "data.crop_size=96", "data.batch_size=2",
                   "model.vrt.use_checkpoint_attn=true", "model.vrt.use_checkpoint_ffn=true",
                   "model.vrt.use_checkpoint_align=true", "model.spike_tsa.use_checkpoint=true",
-                  "model.fusion.use_checkpoint=true"], id="tiny-checkpointed", marks=pytest.mark.slow),
+                  "model.fusion.use_checkpoint=true", "model.spike_encoder.use_checkpoint=true"], id="tiny-checkpointed", marks=pytest.mark.slow),
     pytest.param(["model=baseline", "data.clip_len=2", "data.crop_size=64"], id="baseline-fp32",
                  marks=pytest.mark.slow),
 ]
