@@ -5,6 +5,7 @@ Hydra scans this module at every start: it imports nothing heavy at module level
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,10 +16,13 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 log = logging.getLogger(__name__)
 
 
-def _execute_on_device(pool: Any, idx: int, overrides: Sequence[str], *args: Any) -> JobReturn:
+def _execute_on_device(pool: Any, start_method: str, idx: int, overrides: Sequence[str], *args: Any) -> JobReturn:
     """In a worker process: take this worker's device, pin to it, run the job as the joblib launcher does."""
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
+    # A loky worker makes "loky" its default start method, whose Popen cannot start a plain
+    # multiprocessing.Process: the job's DataLoader workers need the start method of the sweep's process.
+    multiprocessing.set_start_method(start_method, force=True)
     device = pool.claim()
     device.pin_process()
     return execute_job(idx, [*overrides, *device.hydra_overrides()], *args)
@@ -52,7 +56,7 @@ class ParallelLauncher(JoblibLauncher):
         singleton_state = Singleton.get_state()
         # loky: the joblib launcher's backend (Hydra cannot run jobs in threads)
         runs = Parallel(n_jobs=pool.n_jobs, backend="loky", **self.joblib)(
-            delayed(_execute_on_device)(pool, initial_job_idx + idx, overrides, self.hydra_context, self.config,
-                                        self.task_function, singleton_state)
+            delayed(_execute_on_device)(pool, multiprocessing.get_start_method(), initial_job_idx + idx, overrides,
+                                        self.hydra_context, self.config, self.task_function, singleton_state)
             for idx, overrides in enumerate(job_overrides))
         return list(runs)

@@ -29,6 +29,7 @@ def _ok(proc) -> None:
 def test_parallel_jobs_overlap_on_devices_of_their_own(synthetic_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root, steps=3), "optim.lr=0.001,0.002",
+                                   "data.num_workers=1",  # a job's loader workers start inside a launcher worker
                                    "hydra/launcher=parallel", "hydra.launcher.devices=[cpu:0,cpu:1]",
                                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     _ok(proc)
