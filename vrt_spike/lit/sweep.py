@@ -183,7 +183,7 @@ def log_to_wandb(sweep_dir: Path, rows: list[dict[str, Any]], wandb_cfg: DictCon
 
     run = wandb.init(project=wandb_cfg.get("project"), group=sweep_dir.name, name=f"{sweep_dir.name}-summary",
                      job_type="sweep_summary", tags=list(wandb_cfg.get("tags") or []), dir=str(sweep_dir),
-                     mode="offline" if wandb_cfg.get("offline", True) else "online", reinit="create_new")
+                     mode="offline" if wandb_cfg.get("offline", True) else "online")
     try:
         table = wandb.Table(columns=list(COLUMNS),
                             data=[[_fmt(v) if isinstance(v := _cell(r, c), list) else v for c in COLUMNS] for r in rows])

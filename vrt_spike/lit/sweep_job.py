@@ -117,7 +117,10 @@ def _run_under_torchrun(cfg: DictConfig, processes: int, output_dir: Path) -> di
     if summary is None:
         raise ChildProcessError(f"torchrun exited with status {exit_code} and rank 0 wrote no {SUMMARY_FILE} "
                                 f"(killed or crashed); the ranks' logs are {output_dir}/train_ddp_rank*.log")
-    return summary  # a failed rank 0 wrote its failed summary before raising
+    if summary.get("status") != "ok":  # rank 0 wrote its failed summary before raising
+        log.error("job %s failed under torchrun: %s: %s (traceback in %s/train_ddp_rank0.log)", hc.job.num,
+                  summary.get("error_type"), summary.get("error"), output_dir)
+    return summary
 
 
 def _failed_summary(err: Exception, started_at: float, output_dir: Path) -> dict[str, Any]:
