@@ -108,6 +108,12 @@ def _cell(row: dict[str, Any], column: str) -> Any:
     return _error(row) if column == "error" else row.get(column)
 
 
+def _data_cell(row: dict[str, Any], column: str) -> Any:
+    """A CSV / W&B table cell: numbers as they are, lists (overrides) as one string."""
+    value = _cell(row, column)
+    return _fmt(value) if isinstance(value, list) else value
+
+
 def _varying(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Each row's overrides that not every job shares (what tells the jobs apart)."""
     overrides = [list(r.get("overrides") or []) for r in rows]
@@ -170,7 +176,7 @@ def write_sweep_summary(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({c: _fmt(v) if isinstance(v := _cell(r, c), list) else v for c in COLUMNS} for r in rows)
+    writer.writerows({c: _data_cell(r, c) for c in COLUMNS} for r in rows)
     write_text_atomically(sweep_dir / "sweep_summary.csv", buf.getvalue())
     write_text_atomically(sweep_dir / "sweep_summary.md", format_table(rows) + "\n")
     write_plot(sweep_dir / PLOT_FILE, rows)
@@ -185,8 +191,7 @@ def log_to_wandb(sweep_dir: Path, rows: list[dict[str, Any]], wandb_cfg: DictCon
                      job_type="sweep_summary", tags=list(wandb_cfg.get("tags") or []), dir=str(sweep_dir),
                      mode="offline" if wandb_cfg.get("offline", True) else "online")
     try:
-        table = wandb.Table(columns=list(COLUMNS),
-                            data=[[_fmt(v) if isinstance(v := _cell(r, c), list) else v for c in COLUMNS] for r in rows])
+        table = wandb.Table(columns=list(COLUMNS), data=[[_data_cell(r, c) for c in COLUMNS] for r in rows])
         run.log({"sweep/summary": table, "sweep/plot": wandb.Image(str(sweep_dir / PLOT_FILE))})
     finally:
         run.finish()
