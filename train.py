@@ -14,10 +14,10 @@ import vrt_spike.lit  # noqa: E402,F401  (registers the resolvers conf/ uses)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from vrt_spike.lit.training import train
+def main(cfg: DictConfig) -> float | tuple[float, ...]:
+    from vrt_spike.lit.sweep_job import run_task
 
-    return train(cfg)["val_psnr"]
+    return run_task(cfg)  # the sweeper's objectives (`objectives`)
 
 
 if __name__ == "__main__":

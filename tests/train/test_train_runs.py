@@ -1,8 +1,7 @@
-"""train.py end to end from another working directory: DDP on 3 CPU processes, a 2-job multirun
-with its summary table, multirun+DDP refusal, and kill-and-resume equality."""
+"""train.py end to end from another working directory: DDP on 3 CPU processes and kill-and-resume
+equality (sweeps: test_sweeps.py)."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -33,34 +32,6 @@ def test_ddp_three_cpu_processes(synthetic_root: Path, tmp_path: Path, flow_free
     assert (run_dir / "train_ddp_process_1.log").is_file() and (run_dir / "train_ddp_process_2.log").is_file()
     assert "3 process(es)" in proc.stdout
     assert not (tmp_path / "outputs").exists()  # nothing written relative to the caller's cwd
-
-
-def test_multirun_two_jobs_and_summary_table(synthetic_root: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=0.001,0.002",
-                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    _ok(proc)
-    for job in ("0", "1"):
-        summary = json.loads((sweep / job / "summary.json").read_text())
-        assert summary["job"] == int(job) and summary["steps"] == 2
-        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
-    with open(sweep / "sweep_summary.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["job"] for r in rows] == ["0", "1"]
-    assert "optim.lr=0.001" in rows[0]["overrides"] and "optim.lr=0.002" in rows[1]["overrides"]
-    assert all(float(r["val_psnr"]) > 0 and float(r["step_time_s"]) > 0 for r in rows)
-    assert all(r["val_split"] == "val" for r in rows)  # each figure names its split
-    best = max(rows, key=lambda r: float(r["val_psnr"]))
-    assert sorted(r["val_rank"] for r in rows) == ["1", "2"] and best["val_rank"] == "1"  # ranked on val only
-    assert "| val_rank | job | overrides | val_split | val_psnr" in proc.stdout
-
-
-def test_multirun_with_ddp_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
-    proc = run_script("train.py", ["-m", *tiny_overrides(synthetic_root), "optim.lr=1e-3", "trainer.devices=2",
-                                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "multirun (-m) with trainer.devices=2" in proc.stderr + proc.stdout
-    assert not (tmp_path / "sweep" / "0" / "checkpoints").exists()
 
 
 def _resume_args(root: Path, run_dir: Path) -> list[str]:

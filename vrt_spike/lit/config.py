@@ -14,15 +14,24 @@ __all__ = ["check_config", "register_resolvers", "apply_overrides", "checkpointi
            "checkpointing_summary"]
 
 _SCALE = 8  # VRT stage 4 runs at 1/8 of the input
+_SPAWNED_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def register_resolvers() -> None:
     """The resolvers conf/ uses: ``${project_root:}`` (so every entry point resolves paths from the
-    project root) and ``${synthetic_sharp_instant:N}``: the embedded synthetic data's ground truth is
+    project root), ``${synthetic_sharp_instant:N}``: the embedded synthetic data's ground truth is
     sub-frame N // 2 of the N sub-frames an exposure averages (vrt_spike.data.simulate), and this is
-    its centre as a fraction of the exposure."""
+    its centre as a fraction of the exposure; ``${sweep_name:default}``: the sweep directory's name in a
+    job of a sweep, else ``default`` (``vrt_spike.lit.runtime.sweep_name``: one W&B group per sweep)."""
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
     OmegaConf.register_new_resolver("synthetic_sharp_instant", lambda n: (int(n) // 2 + 0.5) / int(n), replace=True)
+
+
+def _sweep_name(default: str) -> str:
+    from vrt_spike.lit.runtime import sweep_name
+
+    return sweep_name(default)
 
 
 register_resolvers()  # on import: whoever composes conf/ imports vrt_spike.lit first
@@ -68,6 +77,11 @@ def check_config(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and int(value) < 1:
             raise ValueError(f"{key} must be >= 1, got {value}")
+    strategy = _get(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and strategy.startswith(_SPAWNED_STRATEGIES):
+        raise ValueError(f"trainer.strategy={strategy}: expected ddp or auto. A spawned strategy fits in worker "
+                         "processes, and the run's summary, selected checkpoint and test need the fit's state in the "
+                         "process that called fit (several devices in a sweep: each job runs under torchrun)")
     precision = str(_get(cfg, "trainer.precision", "32"))
     allowed = ("32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true", "bf16-true", "16-true")
     if precision not in allowed:

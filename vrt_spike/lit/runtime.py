@@ -1,17 +1,37 @@
 """What a run knows of its Hydra job and its device settings: shared by training, evaluation and prediction."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
-__all__ = ["in_multirun", "hydra_model_choice", "task_overrides", "job_info", "set_tf32"]
+__all__ = ["in_multirun", "sweep_job_num", "sweep_name", "hydra_model_choice", "task_overrides", "job_info",
+           "device_label", "set_tf32"]
 
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_job_num() -> int | None:
+    """This run's job number in a sweep: a multirun job's, or the one a DDP job's ranks are started with
+    (``hydra.job.num``, see ``vrt_spike.lit.sweep_job``); None for a single run."""
+    if not HydraConfig.initialized():
+        return None
+    job = HydraConfig.get().job
+    return None if OmegaConf.is_missing(job, "num") else int(job.num)
+
+
+def sweep_name(default: str) -> str:
+    """The sweep directory's name in a job of a sweep (one W&B group per sweep), else ``default``."""
+    if sweep_job_num() is None:
+        return default
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def hydra_model_choice() -> str | None:
@@ -26,11 +46,19 @@ def task_overrides() -> list[str]:
 
 
 def job_info() -> dict[str, Any]:
-    if not HydraConfig.initialized():
-        return {"job": None, "overrides": []}
-    hc = HydraConfig.get()
-    num = hc.job.get("num") if hc.mode == RunMode.MULTIRUN else None
-    return {"job": num, "overrides": task_overrides()}
+    return {"job": sweep_job_num(), "overrides": task_overrides()}
+
+
+def device_label(device: torch.device, device_ids: list[int]) -> str:
+    """The devices a run uses, in ``hydra.launcher.devices``' terms: ``cuda:<ids>`` as CUDA_VISIBLE_DEVICES
+    (or nvidia-smi) names them, or ``cpu:<cores>`` this process may run on."""
+    from vrt_spike.lit.devices import format_cores
+
+    if device.type == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        names = [d.strip() for d in visible.split(",")] if visible else None
+        return "cuda:" + ",".join(names[i] if names else str(i) for i in device_ids)
+    return f"{device.type}:{format_cores(sorted(os.sched_getaffinity(0)))}"
 
 
 def set_tf32(enabled: bool) -> None:

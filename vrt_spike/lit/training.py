@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from vrt_spike.lit.config import check_config
 from vrt_spike.lit.memory_fit import check_before_fit
 from vrt_spike.lit.module import FRAME_METRICS, DeblurModule
-from vrt_spike.lit.runtime import hydra_model_choice, in_multirun, job_info, set_tf32
+from vrt_spike.lit.run_figures import RunFigures
+from vrt_spike.lit.runtime import hydra_model_choice, job_info, set_tf32
 from vrt_spike.lit.sweep import write_summary
 from vrt_spike.lit.verdict import print_report
 
@@ -29,18 +30,6 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     if not cfg:
         return []
     return [hydra.utils.instantiate(node) for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
-
-
-def _refuse_multirun_ddp(trainer: L.Trainer) -> None:
-    env = trainer.strategy.cluster_environment if hasattr(trainer.strategy, "cluster_environment") else None
-    external = env is not None and env.creates_processes_externally
-    if in_multirun() and trainer.world_size > 1 and not external:
-        raise RuntimeError(
-            f"multirun (-m) with trainer.devices={trainer.num_devices} (world size {trainer.world_size}) is refused: "
-            "Lightning starts the extra DDP processes by re-running this command line, so each of them would "
-            "re-run the whole sweep (duplicated jobs, ranks that never meet). Run the jobs one by one "
-            "(a shell loop over single runs), or sweep on a cluster with hydra/launcher=submitit_slurm, where "
-            "SLURM starts one process per device (see README: Multi-node).")
 
 
 def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
@@ -65,6 +54,7 @@ def logged_metric(trainer: L.Trainer, key: str) -> float | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and optionally test); returns and writes ``<run dir>/summary.json``."""
+    figures = RunFigures()
     check_config(cfg)
     set_tf32(cfg.get("tf32", True))
     output_dir = Path(cfg.paths.output_dir)
@@ -86,7 +76,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    _refuse_multirun_ddp(trainer)
     check_before_fit(cfg, trainer, output_dir)  # stops a step the memory plan says cannot fit
     if trainer.is_global_zero:
         for logger in loggers:
@@ -124,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_scope": _test_scope(trainer, datamodule, module) if best else None,
         "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
         "skipped_steps": module.skipped_steps,
+        **figures.collect(trainer, module.net, callbacks),
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:

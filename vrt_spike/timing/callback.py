@@ -351,6 +351,12 @@ class TimingCallback(Callback):
                 }, step=trainer.global_step)
 
     # ------------------------------------------------------------------ summary
+    def step_stats(self) -> RegionStats | None:
+        """The whole training step over the fit, warm-up left out, every rank's steps (its
+        ``peak_mem_mib`` is the highest per-step allocator peak of any rank, measured on CUDA); None
+        before a step was recorded."""
+        return next((s for s in self._acc.summary() if s.region == "step"), None)
+
     def summary(self) -> str:
         """Human-readable summary of the whole fit (what the training app prints at the end)."""
         if not self.enabled:
