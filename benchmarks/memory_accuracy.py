@@ -5,7 +5,7 @@
 Each configuration runs `python -m vrt_spike.bench` (train.py's own step on one fixed batch: one
 warm-up step, one timed step) in a fresh process with glibc's mmap threshold pinned
 (`MALLOC_MMAP_THRESHOLD_=8192`: a freed tensor leaves the resident set at once, so the timed step's
-RSS rise is what its tensors took; `vrt_spike.bench.measure.PeakMemory`). The measured fit's
+RSS rise is what its tensors took; `vrt_spike.timing.memory.PeakMemory`). The measured fit's
 pre-flight plans the same step (`memory_plan.json`), so each row holds the planned peak beside
 the measured one. Prints a markdown table for docs/PERFORMANCE.md.
 """

@@ -8,8 +8,6 @@ non-learned reading of one exposure's raw spikes, to :func:`predict_footage`.
 """
 from __future__ import annotations
 
-import resource
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from vrt_spike.lit.module import DeblurModule
 from vrt_spike.lit.inference import load_for_inference
 from vrt_spike.lit.runtime import set_tf32
 from vrt_spike.restore import forward_calls
+from vrt_spike.timing.clock import now_s
+from vrt_spike.timing.memory import PeakMemory
 
 __all__ = ["FloorFrames", "input_clips", "floor_panel", "predict_footage", "predict"]
 
@@ -73,13 +73,6 @@ def _check_reading(module: DeblurModule, reading: SpikeReading) -> None:
                          f"spike channels: set data.num_bins={expected} (and the training run's data.representation)")
 
 
-def _peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (CUDA allocated)"
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory, model and decoded clips included.
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process peak RSS)"
-
-
 @torch.no_grad()
 def predict_footage(
     module: DeblurModule,
@@ -107,8 +100,10 @@ def predict_footage(
     _check_reading(module, reading)
     out_dir = Path(out_dir)
     module = module.to(device).eval()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    # The peak while restoring: CUDA allocated, or on a CPU the process's peak RSS (the model and the
+    # decoded clips included).
+    memory = PeakMemory(device)
+    memory.reset()
     calls = sum(forward_calls(len(c), *c.rgb_size, module.hparams.tile) for c in clips)
     bar = tqdm(total=calls, unit="call", desc="restoring", disable=not progress, dynamic_ncols=True)
 
@@ -116,11 +111,11 @@ def predict_footage(
         bar.update(1)
 
     hook = module.net.register_forward_hook(count_call)
-    reports, done, start = [], 0, time.perf_counter()
+    reports, done, start = [], 0, now_s()
     try:
         for clip in clips:
             bar.set_description(clip.name)
-            clip_start = time.perf_counter()
+            clip_start = now_s()
             sample = read_clip(clip, reading)
             blur, spike = sample["blur"][None].to(device), sample["spike"][None].to(device)
             restored = module.restore(blur, spike).clamp(0, 1).float()[0].cpu()  # as DeblurModule.test_step
@@ -135,16 +130,17 @@ def predict_footage(
                 video = out_dir / f"{clip.name}.mp4"
                 write_mp4(video, side_by_side(panels), video_fps)
             done += len(clip)
-            seconds = time.perf_counter() - clip_start
-            bar.set_postfix_str(f"{done / (time.perf_counter() - start):.2f} frames/s")
+            seconds = now_s() - clip_start
+            bar.set_postfix_str(f"{done / (now_s() - start):.2f} frames/s")
             reports.append({"clip": clip.name, "frames": len(clip), "seconds": seconds,
                             "frames_dir": str(out_dir / clip.name), "video": None if video is None else str(video)})
     finally:
         hook.remove()
         bar.close()
-    seconds = time.perf_counter() - start
+    seconds = now_s() - start
     return {"clips": reports, "frames": done, "seconds": seconds, "frames_per_s": done / seconds,
-            "peak_memory": _peak_memory(device)}
+            "peak_memory": f"{memory.read() / 2**20:.0f} MiB "
+                           f"({'CUDA allocated' if device.type == 'cuda' else 'process peak RSS'})"}
 
 
 def _device(name: str) -> torch.device:

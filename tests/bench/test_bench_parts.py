@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vrt_spike.bench.measure import PeakMemory, Spread, time_callable
+from vrt_spike.timing.clock import Spread, time_callable
+from vrt_spike.timing.memory import PeakMemory
 from vrt_spike.bench.peaks import compute_dtype_for, lookup_peak, mfu, resolve_peak
 from vrt_spike.bench.report import compare_rows, comparison_table, render_text
 from vrt_spike.bench.results import FIELDS, append_csv, append_row, read_jsonl

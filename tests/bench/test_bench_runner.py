@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from vrt_spike import PROJECT_ROOT
 from vrt_spike.bench.run import BenchResult, InferFigures, TrainFigures, make_row, measure_training, print_report
-from vrt_spike.bench.measure import Spread
+from vrt_spike.timing.clock import Spread
 from vrt_spike.bench.results import FIELDS
 from vrt_spike.timing.table import TimingRow, summarize
 

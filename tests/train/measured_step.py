@@ -5,7 +5,7 @@
 Runs `vrt_spike.lit.training.train` on the composed config through the bench's measured fit (one
 fixed random batch, one warm-up step, one timed step; its pre-flight plans the step) and writes
 ``{"measured": bytes, "planned": bytes, "kind": ...}``: the StepClock's tensors peak of the timed
-step (`vrt_spike.bench.measure.PeakMemory`: the tensors live at the warm-up's end plus the RSS
+step (`vrt_spike.timing.memory.PeakMemory`: the tensors live at the warm-up's end plus the RSS
 rise, exact only with glibc's mmap threshold pinned as above) and the plan's peak.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@
 The optimizer is the one training builds (`vrt_spike.lit.optim.build_optimizer`, parameter
 groups included). Every trainable parameter gets a fixed random gradient, `warmup` steps create
 the states (and compile any kernels), then `iters` steps are timed: CUDA events on a GPU (one
-synchronisation after the loop), `time.perf_counter` on a CPU (`vrt_spike.bench.measure.time_callable`).
+synchronisation after the loop), the host clock on a CPU (`vrt_spike.timing.clock.time_callable`).
 
 State bytes are exact: the bytes of every distinct tensor storage held in `optimizer.state`
 (moments, step counters, 8-bit block maxima); a storage shared by several parameters, such as
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from vrt_spike.lit.optim import build_optimizer
-from vrt_spike.bench.measure import Spread, time_callable
+from vrt_spike.timing.clock import Spread, time_callable
+from vrt_spike.timing.memory import storage_bytes
 
 MIB = 1024 * 1024
 
@@ -51,19 +52,6 @@ def _tensors(value: Any) -> Iterable[torch.Tensor]:
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from _tensors(v)
-
-
-def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages under ``tensors`` (views and shared buffers count once)."""
-    seen: set[tuple[str, int]] = set()
-    total = 0
-    for tensor in tensors:
-        storage = tensor.untyped_storage()
-        key = (str(tensor.device), storage.data_ptr())
-        if key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-    return total
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -52,8 +52,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vrt_spike.atomic import write_text_atomically
 from vrt_spike.lit.config import checkpointing_summary, set_checkpointing
 from vrt_spike.bench.flops import count_flops, deform_conv_op_names
-from vrt_spike.bench.measure import PeakMemory, Spread, time_callable
-from vrt_spike.bench.optimizer import storage_bytes
+from vrt_spike.timing.clock import Spread, time_callable
+from vrt_spike.timing.memory import PeakMemory, storage_bytes
 from vrt_spike.bench.peaks import compute_dtype_for, mfu, resolve_peak
 from vrt_spike.bench.report import (
     Comparison, compare_rows, comparison_table, render_text, summary_table,

@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from vrt_spike.data.splits import Split
 from vrt_spike.bench.flops import flop_count, flop_counter_mode
-from vrt_spike.bench.measure import PeakMemory, synchronize
-from vrt_spike.bench.optimizer import describe_optimizer, optimizer_state_bytes, storage_bytes
+from vrt_spike.bench.optimizer import describe_optimizer, optimizer_state_bytes
+from vrt_spike.timing.clock import synchronize
+from vrt_spike.timing.memory import PeakMemory, storage_bytes
 from vrt_spike.atomic import write_text_atomically
 
 __all__ = ["FixedBatchDataModule", "StepClock", "fixed_batch_config"]
@@ -104,7 +105,7 @@ class StepClock(L.Callback):
             fit, after a synchronisation), ``timed_steps``, ``step_ms`` (each timed step, from the end
             of the batch before it to the end of its own: the whole step as the loop runs it, loader
             included; CUDA events, read after the fit, so no step waits), ``peak_bytes`` and ``mem_kind``
-            (the tensors' peak over the timed batches, `vrt_spike.bench.measure.PeakMemory`: the CUDA
+            (the tensors' peak over the timed batches, `vrt_spike.timing.memory.PeakMemory`: the CUDA
             allocator's high-water mark; on a CPU the bytes of the tensors live when the warm-up
             ends (parameters, gradients, optimizer states, the batch) plus the process's RSS rise
             over the timed batches, exact with ``MALLOC_MMAP_THRESHOLD_`` set, see PeakMemory),

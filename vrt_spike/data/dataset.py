@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from vrt_spike.data.image_io import read_png
 from vrt_spike.data.representations import normalise, spike_counts
 from vrt_spike.data.spike_io import read_dat
 from vrt_spike.data.transforms import Box, PairedAugment, center_crop_box, full_box, random_crop_box, upsample_spike
+from vrt_spike.timing.clock import Laps
 
 __all__ = ["SpikeDeblurDataset", "collate_samples"]
 
@@ -27,8 +27,8 @@ class SpikeDeblurDataset(Dataset):
     ``spike (T, K, H, W)`` float32 in [0, 1] on the RGB grid, ``clip`` (name), ``frame_start``
     (file index of the window's first frame, before any time reversal) and ``timings``
     (milliseconds per loading stage: ``read_png``, ``decode_spike`` + ``voxelize`` or
-    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``total``; measured with
-    ``time.perf_counter``). Training reads it; validation and test restore whole clips
+    ``cache_read``, ``resample``, ``augment``, ``to_tensor``, ``total``; on the host clock,
+    `vrt_spike.timing.clock.Laps`). Training reads it; validation and test restore whole clips
     (:class:`vrt_spike.data.footage.ClipDataset`, with the spike floor).
 
     Args:
@@ -126,32 +126,25 @@ class SpikeDeblurDataset(Dataset):
         return center_crop_box(clip.rgb_size, self.spike_size, self.crop_size, where)
 
     def __getitem__(self, index: int) -> dict:
-        t_start = time.perf_counter()
+        laps = Laps()
         clip_index, start = self.samples[index]
         clip = self.clips[clip_index]
         stop = start + self.clip_len
         box = self._box(clip, str(self.root / layout.sharp_dir(self.split, clip.name)))
-        timings: dict[str, float] = {}
-
-        t0 = time.perf_counter()
         y0, x0, bh, bw = box.rgb
         blur = np.stack([read_png(p, clip.rgb_size)[y0 : y0 + bh, x0 : x0 + bw] for p in clip.blur[start:stop]])
         sharp = np.stack([read_png(p, clip.rgb_size)[y0 : y0 + bh, x0 : x0 + bw] for p in clip.sharp[start:stop]])
-        t1 = time.perf_counter()
-        timings["read_png"] = (t1 - t0) * 1e3
+        laps.lap("read_png")
 
         if self.cache is not None:
             spike = self.cache.read(clip.name, start, stop, box.spike)
-            t2 = time.perf_counter()
-            timings["cache_read"] = (t2 - t1) * 1e3
+            laps.lap("cache_read")
         else:
             spec = self.spec
             bits = self._read_bits(clip, start, stop, box)
-            t_dec = time.perf_counter()
-            timings["decode_spike"] = (t_dec - t1) * 1e3
+            laps.lap("decode_spike")
             spike = np.stack([normalise(*spike_counts(b, spec.num_bins, spec.representation, spec.tfp_window)) for b in bits])
-            t2 = time.perf_counter()
-            timings["voxelize"] = (t2 - t_dec) * 1e3
+            laps.lap("voxelize")
 
         # Flips, rotations and time reversal are views, applied on the spike grid before
         # upsampling (they commute with it), so the large (T, K, H, W) array is written once.
@@ -159,21 +152,17 @@ class SpikeDeblurDataset(Dataset):
         if self.augment is not None:
             params = self.augment.sample(square=bh == bw)
             blur, sharp, spike = self.augment.apply(params, blur, sharp, spike)
-        t3 = time.perf_counter()
-        timings["augment"] = (t3 - t2) * 1e3
+        laps.lap("augment")
 
         spike = upsample_spike(spike, (bh, bw), self.spike_upsample)
-        t4 = time.perf_counter()
-        timings["resample"] = (t4 - t3) * 1e3
+        laps.lap("resample")
 
         blur_t = torch.from_numpy(np.divide(blur, 255, dtype=np.float32))  # contiguous copies
         sharp_t = torch.from_numpy(np.divide(sharp, 255, dtype=np.float32))
         spike_t = torch.from_numpy(np.ascontiguousarray(spike, dtype=np.float32))
-        t5 = time.perf_counter()
-        timings["to_tensor"] = (t5 - t4) * 1e3
+        laps.lap("to_tensor")
         sample = {"blur": blur_t, "sharp": sharp_t, "spike": spike_t, "clip": clip.name, "frame_start": start}
-        timings["total"] = (time.perf_counter() - t_start) * 1e3
-        sample["timings"] = timings
+        sample["timings"] = {**laps.ms, "total": laps.total_ms()}
         return sample
 
     def _read_bits(self, clip: layout.Clip, start: int, stop: int, box: Box) -> list[np.ndarray]:

@@ -21,7 +21,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from vrt_spike.atomic import write_text_atomically
 from vrt_spike.data import layout
 from vrt_spike.data.simulate import blur_and_sharp, downsample_area, integrate_and_fire, luminance
 from vrt_spike.data.spike_io import write_dat
+from vrt_spike.timing.clock import now_s
 
 __all__ = ["SynthConfig", "Scene", "MANIFEST", "SPLITS", "synthesize", "is_complete", "main"]
 
@@ -364,11 +364,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
-    start = time.perf_counter()
+    start = now_s()
     built = synthesize(args.out, cfg, if_missing=args.if_missing)
     if built:
         print(f"wrote {args.out} ({cfg.train_clips} train + {cfg.val_clips} val + {cfg.test_clips} test clips of {cfg.frames} frames, "
-              f"RGB {cfg.height}x{cfg.width}, spikes {cfg.spike_size[0]}x{cfg.spike_size[1]}) in {time.perf_counter() - start:.1f} s")
+              f"RGB {cfg.height}x{cfg.width}, spikes {cfg.spike_size[0]}x{cfg.spike_size[1]}) in {now_s() - start:.1f} s")
     else:
         print(f"{args.out} already complete; nothing to do")
     return 0

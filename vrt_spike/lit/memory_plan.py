@@ -38,7 +38,6 @@ usually keeps fewer activations, so the plan is an upper bound there.
 from __future__ import annotations
 
 import contextlib
-import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -53,6 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from vrt_spike.models.vrt.attention import clear_shape_caches
+from vrt_spike.timing.clock import now_s
 from vrt_spike.timing.regions import find_regions
 
 __all__ = ["GIB", "StepPlan", "StorageLedger", "plan_training_step", "precision_dtypes", "plan_table"]
@@ -273,7 +273,7 @@ def plan_training_step(cfg: DictConfig, *, target: str = "cuda", overrides: list
     """
     from vrt_spike.lit.module import DeblurModule
 
-    t0 = time.perf_counter()
+    t0 = now_s()
     if target not in ("cuda", "cpu"):
         raise ValueError(f"plan target: expected cuda or cpu, got {target!r}")
     data = cfg.data
@@ -350,7 +350,7 @@ def plan_training_step(cfg: DictConfig, *, target: str = "cuda", overrides: list
         peak_bytes=phases[peak_phase], peak_phase=peak_phase, phases=phases,
         params=sum(p.numel() for p in params), trainable_params=sum(p.numel() for p in trainable),
         optimizer=optimizer_name, precision=str(cfg.trainer.precision), shape=shape,
-        plan_s=time.perf_counter() - t0, overrides=list(overrides or []))
+        plan_s=now_s() - t0, overrides=list(overrides or []))
 
 
 def _gib(nbytes: float) -> str:

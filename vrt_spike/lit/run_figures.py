@@ -1,6 +1,6 @@
 """The figures every run's ``summary.json`` carries for the sweep summary: devices, world size, wall-clock
 span, throughput, peak memory, parameter count. Each comes from an existing measurement: the timing
-callback's (samples/s, the CUDA allocator peak of its steps) and ``vrt_spike.bench.measure.PeakMemory``
+callback's (samples/s, the CUDA allocator peak of its steps) and ``vrt_spike.timing.memory.PeakMemory``
 (the process RSS peak on a CPU)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from vrt_spike.bench.measure import PeakMemory
+from vrt_spike.timing.memory import PeakMemory
 from vrt_spike.lit.runtime import device_label
 from vrt_spike.timing.callback import TimingCallback
 

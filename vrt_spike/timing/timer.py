@@ -1,8 +1,8 @@
 """StageTimer: per-region step timings taken from outside a network through hooks.
 
-Every measurement is a *span* ``[t0, t1]`` on one clock: ``time.perf_counter_ns`` on CPU, and on
-CUDA a ``torch.cuda.Event`` recorded on the device's current stream (resolved by ``collect()``
-with one synchronisation, never inside a step). Spans come from
+Every measurement is a *span* ``[t0, t1]`` on the device clock (`vrt_spike.timing.clock.DeviceClock`:
+``time.perf_counter_ns`` on CPU, and on CUDA a ``torch.cuda.Event`` recorded on the device's current
+stream, resolved by ``collect()`` with one synchronisation, never inside a step). Spans come from
 
 - forward pre/post hooks on the contract's named submodules (``forward``, ``forward.vrt.stage3``,
   ...); a module call while autograd is running backward is gradient-checkpoint recompute and
@@ -27,14 +27,14 @@ sum to more than their parent, and a region missing as a span (``backward.recomp
 of its children. ``step`` is the wall time between consecutive ``end_step()`` calls (the first
 step starts at its first span).
 
-Peak memory (CUDA only): the allocator's peak inside each forward/``region`` span. The timer
-resets the allocator's peak statistics at every span start, so ``torch.cuda.max_memory_allocated``
-read elsewhere covers only the time since; the ``step`` row carries the step's true peak.
+Peak memory (CUDA only, `vrt_spike.timing.memory.PeakMemory`): the allocator's peak inside each
+forward/``region`` span. The timer resets the allocator's peak statistics at every span start, so
+``torch.cuda.max_memory_allocated`` read elsewhere covers only the time since; the ``step`` row
+carries the step's true peak.
 """
 from __future__ import annotations
 
 import heapq
-import time
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vrt_spike.timing.clock import DeviceClock
+from vrt_spike.timing.memory import PeakMemory
 from vrt_spike.timing.regions import Region, ancestors, enclosing_regions, find_regions, parent
 
 
@@ -62,42 +64,6 @@ class _StepRecord:
     def __init__(self, step, start, end, spans, ddp_end, peak) -> None:
         self.step, self.start, self.end, self.spans = step, start, end, spans
         self.ddp_end, self.peak = ddp_end, peak
-
-
-class _CpuClock:
-    def mark(self) -> int:
-        return time.perf_counter_ns()
-
-    def remark(self, token: int | None) -> int:
-        return time.perf_counter_ns()
-
-    def prepare(self) -> None:
-        pass
-
-    def offset_ms(self, ref: int, token: int) -> float:
-        return (token - ref) / 1e6
-
-
-class _CudaClock:
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def mark(self) -> torch.cuda.Event:
-        event = torch.cuda.Event(enable_timing=True)
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-    def remark(self, token: torch.cuda.Event | None) -> torch.cuda.Event:
-        if token is None:
-            return self.mark()
-        token.record(torch.cuda.current_stream(self.device))  # a re-record replaces the old one
-        return token
-
-    def prepare(self) -> None:
-        torch.cuda.synchronize(self.device)  # the one host sync per collect()
-
-    def offset_ms(self, ref: torch.cuda.Event, token: torch.cuda.Event) -> float:
-        return 0.0 if token is ref else ref.elapsed_time(token)
 
 
 class _RegionBlock:
@@ -169,7 +135,8 @@ class StageTimer:
         if track_memory and not cuda:
             raise ValueError(f"timing: track_memory=True needs a CUDA device, got {self.device}")
         self.track_memory = cuda if track_memory is None else bool(track_memory)
-        self._clock = _CudaClock(self.device) if cuda else _CpuClock()
+        self._clock = DeviceClock(self.device)
+        self._memory = PeakMemory(self.device)
         self._handles: list[Any] = []
         self._hooked_params: set[int] = set()
         # Parameters owned by each region and by none of its sub-regions.
@@ -263,13 +230,13 @@ class StageTimer:
         span = _Span(name, self._mark(), self._order)
         self._order += 1
         if self.track_memory:
-            now_peak = torch.cuda.max_memory_allocated(self.device)
+            now_peak = self._memory.read()
             for s in self._stack:
                 if now_peak > s.peak:
                     s.peak = now_peak
             self._step_peak = max(self._step_peak, now_peak)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            span.peak = torch.cuda.memory_allocated(self.device)
+            self._memory.reset()
+            span.peak = self._memory.level
         self._spans.append(span)
         self._stack.append(span)
         return span
@@ -284,7 +251,7 @@ class StageTimer:
                 del self._stack[i]
                 break
         if self.track_memory:
-            peak = max(span.peak, torch.cuda.max_memory_allocated(self.device))
+            peak = max(span.peak, self._memory.read())
             span.peak = peak
             self._step_peak = max(self._step_peak, peak)
             for s in self._stack:
@@ -383,7 +350,7 @@ class StageTimer:
         end = self._clock.mark()
         start = end if self._step_start is None else self._step_start
         if self.track_memory:
-            self._step_peak = max(self._step_peak, torch.cuda.max_memory_allocated(self.device))
+            self._step_peak = max(self._step_peak, self._memory.read())
         self._pending.append(
             _StepRecord(self._step, start, end, self._spans, self._ddp_end, self._step_peak))
         self._step += 1
@@ -410,7 +377,7 @@ class StageTimer:
         if self._attached:
             for name in list(self._param_hooked):
                 self._hook_params(name)
-        self._clock.prepare()
+        self._clock.resolve()
         rows: list[tuple] = []
         for record in self._pending:
             ms, peaks = self._resolve(record)
@@ -424,7 +391,7 @@ class StageTimer:
         return rows
 
     def _resolve(self, rec: _StepRecord) -> tuple[dict[str, float], dict[str, int]]:
-        off = partial(self._clock.offset_ms, rec.start)
+        off = partial(self._clock.elapsed_ms, rec.start)
         intervals: list[tuple[str, float, float, int]] = []
         peaks: dict[str, int] = {}
         bwd: dict[str, list] = {}  # per-region backward spans: name -> [t0, t1, order]
