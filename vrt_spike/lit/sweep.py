@@ -8,8 +8,6 @@ naming the failed jobs.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vrt_spike.atomic import atomic_path, write_text_atomically
+from vrt_spike.tables import cell, markdown_table, write_csv
 
 __all__ = ["SUMMARY_FILE", "PLOT_FILE", "COLUMNS", "SweepSummaryCallback", "write_summary", "read_summary",
            "rank_by_val", "mark_pareto", "read_job_summaries", "format_table", "write_plot", "write_sweep_summary"]
@@ -96,22 +95,14 @@ def _error(row: dict[str, Any]) -> str | None:
     return f"{row['error_type']}: {row['error']}" if row.get("error_type") else str(row["error"])
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
 def _cell(row: dict[str, Any], column: str) -> Any:
     return _error(row) if column == "error" else row.get(column)
 
 
 def _data_cell(row: dict[str, Any], column: str) -> Any:
-    """A CSV / W&B table cell: numbers as they are, lists (overrides) as one string."""
+    """A W&B table cell: numbers as they are, lists (overrides) as one string."""
     value = _cell(row, column)
-    return _fmt(value) if isinstance(value, list) else value
+    return cell(value) if isinstance(value, list) else value
 
 
 def _varying(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -125,13 +116,8 @@ def _varying(rows: list[dict[str, Any]]) -> list[list[str]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of ``rows`` (columns :data:`COLUMNS`; ``overrides``: those that differ between the jobs,
     the CSV has them all)."""
-    def md(value: Any) -> str:
-        return _fmt(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row, varying in zip(rows, _varying(rows)):
-        lines.append("| " + " | ".join(md(varying if c == "overrides" else _cell(row, c)) for c in COLUMNS) + " |")
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, ([varying if c == "overrides" else _cell(row, c) for c in COLUMNS]
+                                    for row, varying in zip(rows, _varying(rows))), missing="")
 
 
 def _labels(rows: list[dict[str, Any]]) -> list[str]:
@@ -173,11 +159,7 @@ def write_sweep_summary(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """``sweep_summary.{csv,md}`` and ``sweep_plot.png`` of the jobs under ``sweep_dir``; returns the rows."""
     sweep_dir = Path(sweep_dir)
     rows = read_job_summaries(sweep_dir)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({c: _data_cell(r, c) for c in COLUMNS} for r in rows)
-    write_text_atomically(sweep_dir / "sweep_summary.csv", buf.getvalue())
+    write_csv(sweep_dir / "sweep_summary.csv", COLUMNS, ([_cell(r, c) for c in COLUMNS] for r in rows))
     write_text_atomically(sweep_dir / "sweep_summary.md", format_table(rows) + "\n")
     write_plot(sweep_dir / PLOT_FILE, rows)
     return rows

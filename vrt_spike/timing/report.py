@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vrt_spike.atomic import atomic_path, write_text_atomically
+from vrt_spike.tables import cell, markdown_table
 from vrt_spike.timing.console import top_regions, unattributed_ms
 from vrt_spike.timing.table import (
     WORKER_PREFIX, RegionStats, TimingRow, read_meta, read_rows, summarize,
@@ -90,20 +91,10 @@ def _ms(stats: dict[str, RegionStats], region: str) -> float | None:
     return None if s is None else s.mean_ms
 
 
-def _fmt(v: float | None, spec: str = ".1f") -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def _code(lever: str) -> str:
     """`key=value ...` (note) -> markdown with the config part as code."""
     key, sep, note = lever.partition(" (")
     return f"`{key}`" + (f" ({note}" if sep else "")
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def rank_bottlenecks(run: Run, top: int) -> list[RegionStats]:
@@ -119,16 +110,16 @@ def build_report(runs: Sequence[Run], top: int, chart_name: str) -> str:
         sps = r.meta.get("samples_per_s")
         mfu = r.meta.get("mfu")
         ranks = sorted({row.rank for row in r.rows})
-        info.append([r.label, str(r.path), str(steps), f"{r.step_ms:.1f}", _fmt(sps, ".2f"),
+        info.append([r.label, str(r.path), str(steps), f"{r.step_ms:.1f}", cell(sps, ".2f", missing="–"),
                      "–" if mfu is None else f"{100 * mfu:.1f}%", str(len(ranks))])
-    parts += [_md_table(["run", "dir", "steps", "ms/step", "samples/s", "MFU", "ranks"], info), ""]
+    parts += [markdown_table(["run", "dir", "steps", "ms/step", "samples/s", "MFU", "ranks"], info), ""]
 
     ranked = rank_bottlenecks(base, top)
     parts += [f"## Bottlenecks of `{base.label}` (exclusive time, largest first)", ""]
-    parts.append(_md_table(
+    parts.append(markdown_table(
         ["#", "region", "self ms", "% of step", "incl. ms", "p50 ms", "p90 ms", "peak MiB"],
         [[str(i), f"`{s.region}`", f"{s.self_ms:.1f}", f"{100 * s.self_share:.1f}",
-          f"{s.mean_ms:.1f}", f"{s.p50_ms:.1f}", f"{s.p90_ms:.1f}", _fmt(s.peak_mem_mib, ".0f")]
+          f"{s.mean_ms:.1f}", f"{s.p50_ms:.1f}", f"{s.p90_ms:.1f}", cell(s.peak_mem_mib, ".0f", missing="–")]
          for i, s in enumerate(ranked, start=1)]))
     parts += ["", f"Unattributed (loss, Python, Lightning): {unattributed_ms(list(base.stats.values())):.1f} ms/step.", ""]
 
@@ -138,12 +129,12 @@ def build_report(runs: Sequence[Run], top: int, chart_name: str) -> str:
         if region in base.stats:
             s = base.stats[region]
             rows.append([f"`{region}`", f"{s.mean_ms:.1f}", f"{100 * s.share_of_step:.1f}"])
-    parts += [_md_table(["region", "ms", "% of step"], rows), ""]
+    parts += [markdown_table(["region", "ms", "% of step"], rows), ""]
     workers = [s for s in base.stats.values() if s.region.startswith(WORKER_PREFIX)]
     if workers:
         parts += ["Loader-worker stages (per batch, summed over samples; they overlap the step "
                   "when workers prefetch):", ""]
-        parts += [_md_table(["stage", "ms/batch", "p90"],
+        parts += [markdown_table(["stage", "ms/batch", "p90"],
                             [[f"`{s.region}`", f"{s.mean_ms:.1f}", f"{s.p90_ms:.1f}"]
                              for s in sorted(workers, key=lambda s: -s.mean_ms)]), ""]
     by_rank: dict[int, list[float]] = defaultdict(list)
@@ -152,7 +143,7 @@ def build_report(runs: Sequence[Run], top: int, chart_name: str) -> str:
             by_rank[row.rank].append(row.ms)
     if len(by_rank) > 1:
         parts += ["Per-rank mean step (stragglers stand out):", ""]
-        parts += [_md_table(["rank", "ms/step"], [[str(k), f"{sum(v) / len(v):.1f}"]
+        parts += [markdown_table(["rank", "ms/step"], [[str(k), f"{sum(v) / len(v):.1f}"]
                                                   for k, v in sorted(by_rank.items())]), ""]
 
     parts += ["## Config levers for the top regions", ""]
@@ -186,8 +177,8 @@ def build_report(runs: Sequence[Run], top: int, chart_name: str) -> str:
                 continue
             b = vals[0]
             speed = [("–" if (b is None or v is None or v <= 0) else f"{b / v:.2f}×") for v in vals[1:]]
-            table.append([f"`{region}`"] + [_fmt(v) for v in vals] + speed)
-        parts += [_md_table(header, table), ""]
+            table.append([f"`{region}`"] + [cell(v, ".1f", missing="–") for v in vals] + speed)
+        parts += [markdown_table(header, table), ""]
         for r in runs[1:]:
             sps0, sps = base.meta.get("samples_per_s"), r.meta.get("samples_per_s")
             line = f"- `{r.label}`: step {base.step_ms / r.step_ms:.2f}× faster than `{base.label}`"

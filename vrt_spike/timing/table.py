@@ -12,8 +12,6 @@ Every file is written to a temporary name and moved into place with ``os.replace
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from array import array
@@ -25,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from vrt_spike.atomic import write_text_atomically
+from vrt_spike.tables import read_csv, write_csv
 from vrt_spike.timing.regions import parent
 
 COLUMNS = ("step", "epoch", "rank", "region", "ms", "peak_mem_mib")
-SUMMARY_COLUMNS = ("region", "n", "mean_ms", "p50_ms", "p90_ms", "min_ms", "max_ms",
+SUMMARY_COLUMNS = ("region", "n", "mean_ms", "p10_ms", "p50_ms", "p90_ms", "min_ms", "max_ms",
                    "share_of_step", "self_ms", "self_share", "peak_mem_mib")
 TIMING_DIR = "timing"
 # `data.<stage>` rows are the Dataset's per-sample stages summed over a batch: worker time,
@@ -51,6 +50,7 @@ class RegionStats:
     region: str
     n: int
     mean_ms: float
+    p10_ms: float
     p50_ms: float
     p90_ms: float
     min_ms: float
@@ -69,20 +69,14 @@ def timing_dir(run_dir: str | os.PathLike) -> Path:
     return run / TIMING_DIR
 
 
-def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.6g}"
+NUMBER = ".6g"  # every millisecond and MiB figure of the files
 
 
 def write_rows(tdir: Path, rows: Sequence[TimingRow], part: int) -> Path:
     """Write one interval's rows as ``rows/part-<part>.csv``; returns the path."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow((r.step, r.epoch, r.rank, r.region, _fmt(r.ms), _fmt(r.peak_mem_mib)))
-    path = Path(tdir) / "rows" / f"part-{part:06d}.csv"
-    write_text_atomically(path, buf.getvalue())
-    return path
+    return write_csv(Path(tdir) / "rows" / f"part-{part:06d}.csv", COLUMNS,
+                     ((r.step, r.epoch, r.rank, r.region, r.ms, r.peak_mem_mib) for r in rows),
+                     formats={"ms": NUMBER, "peak_mem_mib": NUMBER})
 
 
 def _parse_float(text: str, path: Path, line: int, col: str) -> float:
@@ -101,18 +95,11 @@ def read_rows(run_dir: str | os.PathLike) -> list[TimingRow]:
             f"no timing rows under {tdir / 'rows'} (expected part-*.csv written by TimingCallback)")
     rows: list[TimingRow] = []
     for path in parts:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = tuple(next(reader, ()))
-            if header != COLUMNS:
-                raise ValueError(f"{path}: header {list(header)} != expected {list(COLUMNS)}")
-            for line, rec in enumerate(reader, start=2):
-                if len(rec) != len(COLUMNS):
-                    raise ValueError(f"{path}:{line}: expected {len(COLUMNS)} fields, got {len(rec)}")
-                step, epoch, rank = (int(_parse_float(rec[i], path, line, COLUMNS[i])) for i in range(3))
-                ms = _parse_float(rec[4], path, line, "ms")
-                peak = _parse_float(rec[5], path, line, "peak_mem_mib") if rec[5] else None
-                rows.append(TimingRow(step, epoch, rank, rec[3], ms, peak))
+        for line, rec in enumerate(read_csv(path, COLUMNS), start=2):
+            step, epoch, rank = (int(_parse_float(rec[c], path, line, c)) for c in COLUMNS[:3])
+            ms = _parse_float(rec["ms"], path, line, "ms")
+            peak = _parse_float(rec["peak_mem_mib"], path, line, "peak_mem_mib") if rec["peak_mem_mib"] else None
+            rows.append(TimingRow(step, epoch, rank, rec["region"], ms, peak))
     return rows
 
 
@@ -156,10 +143,10 @@ class SummaryAccumulator:
             # Per-step means: a region may be absent from some steps (no optimizer step while
             # accumulating gradients), so exclusive time is averaged over all steps.
             denom = n_steps if n_steps else len(v)
-            p50, p90 = np.percentile(v, (50, 90))
+            p10, p50, p90 = np.percentile(v, (10, 50, 90))
             stats.append(RegionStats(
                 region=name, n=len(v), mean_ms=float(v.mean()),
-                p50_ms=float(p50), p90_ms=float(p90),
+                p10_ms=float(p10), p50_ms=float(p50), p90_ms=float(p90),
                 min_ms=float(v.min()), max_ms=float(v.max()),
                 share_of_step=totals[name] / step_total if step_total else float("nan"),
                 self_ms=max(self_total, 0.0) / denom,
@@ -177,29 +164,16 @@ def summarize(rows: Iterable[TimingRow], warmup: int = 0) -> list[RegionStats]:
 
 
 def write_summary(tdir: Path, stats: Sequence[RegionStats]) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SUMMARY_COLUMNS)
-    for s in stats:
-        w.writerow((s.region, s.n, *(_fmt(getattr(s, c)) for c in SUMMARY_COLUMNS[2:])))
-    path = Path(tdir) / "summary.csv"
-    write_text_atomically(path, buf.getvalue())
-    return path
+    return write_csv(Path(tdir) / "summary.csv", SUMMARY_COLUMNS,
+                     ((s.region, s.n, *(getattr(s, c) for c in SUMMARY_COLUMNS[2:])) for s in stats),
+                     formats={c: NUMBER for c in SUMMARY_COLUMNS[2:]})
 
 
 def read_summary(run_dir: str | os.PathLike) -> list[RegionStats]:
     path = timing_dir(run_dir) / "summary.csv"
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = tuple(next(reader, ()))
-        if header != SUMMARY_COLUMNS:
-            raise ValueError(f"{path}: header {list(header)} != expected {list(SUMMARY_COLUMNS)}")
-        out = []
-        for line, rec in enumerate(reader, start=2):
-            vals = [_parse_float(x, path, line, c) if x else None
-                    for x, c in zip(rec[2:], SUMMARY_COLUMNS[2:])]
-            out.append(RegionStats(rec[0], int(rec[1]), *vals))
-    return out
+    return [RegionStats(rec["region"], int(rec["n"]), *(_parse_float(rec[c], path, line, c) if rec[c] else None
+                                                         for c in SUMMARY_COLUMNS[2:]))
+            for line, rec in enumerate(read_csv(path, SUMMARY_COLUMNS), start=2)]
 
 
 def write_meta(tdir: Path, meta: dict[str, Any]) -> Path:
