@@ -140,6 +140,18 @@ def test_disabled_callback_is_inert(tmp_path, toy_net_cls, make_batch, hooks_of)
     assert min(lit2.hook_counts) > 0 and hooks_of(lit2.net) == []
 
 
+def test_breakdown_off_times_the_step_alone(tmp_path, toy_net_cls, make_batch, hooks_of):
+    """`breakdown=False`: no hook on the network and no region, only the step (what the breakdown costs
+    is the difference: `python -m vrt_spike.bench -m bench.breakdown=false,true`)."""
+    lit = ToyLit(toy_net_cls(), hooks_of=hooks_of)
+    cb = TimingCallback(console="off", breakdown=False, warmup=1)
+    fit(tmp_path, lit, cb, make_batch, epochs=1)
+    assert lit.hook_counts == [0] * 4
+    assert {r.region for r in read_rows(tmp_path)} == {"step"}
+    step = cb.step_stats()
+    assert step.n == 3 and step.p10_ms <= step.p50_ms <= step.p90_ms and cb.samples_per_s > 0
+
+
 def test_wandb_table_and_bar_chart(tmp_path, toy_net_cls, make_batch):
     from lightning.pytorch.loggers import WandbLogger
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,8 +148,6 @@ class DeblurModule(L.LightningModule):
         self._nonfinite = NonFiniteStepGuard()
         self._frozen_for_steps: list[tuple[int, list[nn.Parameter]]] = []  # set by setup("fit")
         self._skipped_reported = 0
-        self._last_batch_end: float | None = None
-        self.step_times_s: list[float] = []
         self._test_rows: list[dict[str, Any]] = []
         self.test_frames: list[dict[str, Any]] = []
         self.test_clips: list[dict[str, Any]] = []
@@ -247,10 +244,6 @@ class DeblurModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self._check_nonfinite()
-        now = time.perf_counter()
-        if self._last_batch_end is not None:
-            self.step_times_s.append(now - self._last_batch_end)
-        self._last_batch_end = now
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Frozen for the first steps (see setup): the gradients are dropped after the DDP
@@ -276,7 +269,6 @@ class DeblurModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
 
     def on_validation_start(self) -> None:
-        self._last_batch_end = None  # step times exclude validation
         self.val_frames_scored = 0
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +110,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_split": splits["test"].describe() if best else None,
         **{f"test_{m}": logged_metric(trainer, f"test/{m}") if best else None for m in FRAME_METRICS},
         "test_scope": _test_scope(trainer, datamodule, module) if best else None,
-        "step_time_s": statistics.median(module.step_times_s) if module.step_times_s else None,
         "skipped_steps": module.skipped_steps,
         **figures.collect(trainer, module.net, callbacks),
         "run_dir": str(output_dir),

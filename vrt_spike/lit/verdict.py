@@ -1,4 +1,5 @@
-"""The end-of-run report: the verdict (val and test figures beside the blurry input and the spike floor) and the timing summary."""
+"""The end-of-run report: the verdict (val and test figures beside the blurry input and the spike floor) and the timing summary
+(the run's one step-time figure, from the timing callback)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,10 +62,7 @@ def verdict(summary: dict[str, Any]) -> list[str]:
 
 
 def print_report(summary: dict[str, Any], callbacks: list[Callback]) -> None:
-    lines = [f"\nRun dir: {summary['run_dir']}", *verdict(summary)]
-    if summary["step_time_s"] is not None:
-        lines.append(f"median training step: {summary['step_time_s'] * 1e3:.0f} ms over {summary['steps']} steps")
-    print("\n".join(lines), flush=True)
+    print("\n".join([f"\nRun dir: {summary['run_dir']}", *verdict(summary)]), flush=True)
     for cb in callbacks:
         report = getattr(cb, "summary", None)
         if callable(report):

@@ -6,6 +6,12 @@ to the start of the next: the wait for the loader plus the host-to-device copy),
 .. the optimizer's step post-hook), and ``data.<stage>`` from ``batch["timings"]`` (each stage's
 per-sample milliseconds, host floats, summed over the batch: time spent in the loader workers,
 which may overlap the step, so not nested in ``data``). Validation and epoch boundaries are left out.
+
+Every step time the package reports (``summary.json``'s ``step_time_s`` and ``samples_per_s``, the
+end-of-run summary, the sweep summary, a bench row) is this callback's ``step``: the wall time from
+the end of one training batch to the end of the next, on the device clock. ``breakdown=False``
+times that step alone: no hook on the network, no region (the cost of the breakdown is the
+difference, ``python -m vrt_spike.bench -m bench.breakdown=false,true``).
 """
 from __future__ import annotations
 
@@ -79,12 +85,13 @@ class TimingCallback(Callback):
             `peak_flops` (the device's peak FLOP/s) gives MFU.
         warmup: first training batches left out of the summary (still in the rows).
         track_memory: per-region peak memory (default: on CUDA).
+        breakdown: the per-region breakdown; False times the whole step only.
     """
 
     def __init__(self, interval: int = 20, enabled: bool = True, console: str | bool = "auto",
                  top_n: int = 8, flops_per_step: float | None = None,
                  peak_flops: float | None = None, warmup: int = 1,
-                 track_memory: bool | None = None) -> None:
+                 track_memory: bool | None = None, breakdown: bool = True) -> None:
         if interval < 1:
             raise ValueError(f"timing: interval must be >= 1, got {interval}")
         if (flops_per_step is None) != (peak_flops is None):
@@ -100,6 +107,7 @@ class TimingCallback(Callback):
         self.peak_flops = peak_flops
         self.warmup = warmup
         self.track_memory = track_memory
+        self.breakdown = breakdown
         self.timer: StageTimer | None = None
         self.timing_dir: Path | None = None
         self.samples_per_s: float | None = None
@@ -134,13 +142,13 @@ class TimingCallback(Callback):
         self._rank, self._world = trainer.global_rank, trainer.world_size
         self.timer = StageTimer(pl_module.device, track_memory=self.track_memory)
         self.compiled = is_compiled(net)
-        if self.compiled:
+        if self.breakdown and self.compiled:
             # Hooks inside a compiled graph would break it apart (or be traced into it): time the
             # whole forward from outside (batch start -> backward: forward, loss, zero_grad) and
             # name what the table cannot show.
             regions = [r for r in find_regions(net) if r.suffix]
             self.regions_not_seen = [r.forward_name for r in regions] + [r.backward_name for r in regions]
-        else:
+        elif self.breakdown:
             self.timer.attach(net)
         for opt in trainer.optimizers:
             self._opt_handles.append(opt.register_step_post_hook(self._after_optimizer_step))
@@ -182,8 +190,12 @@ class TimingCallback(Callback):
                 block.__exit__(None, None, None)
                 setattr(self, attr, None)
 
+    def _region(self, name: str) -> Any:
+        """An open ``region(name)`` block, or None when only the step is timed."""
+        return self.timer.region(name).__enter__() if self.breakdown else None
+
     def _open_data(self) -> None:
-        self._data_block = self.timer.region("data").__enter__()
+        self._data_block = self._region("data")
 
     def _skip_gap(self) -> None:
         """Validation or an epoch boundary: not part of any training step."""
@@ -219,17 +231,17 @@ class TimingCallback(Callback):
         bsz = self._batch_size = _batch_size(batch)
         self._step_info[step] = (trainer.current_epoch, bsz)
         timings = batch.get("timings") if isinstance(batch, dict) else None
-        if timings is not None:
+        if timings is not None and self.breakdown:
             self._worker[step] = _loader_ms(timings, bsz)
         if self.compiled:
-            self._fwd_block = self.timer.region("forward").__enter__()
+            self._fwd_block = self._region("forward")
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         if self._fwd_block is not None:
             self._fwd_block.__exit__(None, None, None)
             self._fwd_block = None
         if self.timer is not None:
-            self._bwd_block = self.timer.region("backward").__enter__()
+            self._bwd_block = self._region("backward")
 
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._bwd_block is not None:
@@ -238,7 +250,7 @@ class TimingCallback(Callback):
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         if self.timer is not None:
-            self._opt_block = self.timer.region("optimizer_step").__enter__()
+            self._opt_block = self._region("optimizer_step")
 
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
         if self._opt_block is not None:
@@ -315,7 +327,7 @@ class TimingCallback(Callback):
                 "device": str(self.timer.device), "samples_per_s": self.samples_per_s,
                 "mfu": self.mfu, "flops_per_step": self.flops_per_step,
                 "peak_flops": self.peak_flops, "steps": self.timer.step,
-                "batch_size": self._batch_size, "compiled": self.compiled,
+                "batch_size": self._batch_size, "compiled": self.compiled, "breakdown": self.breakdown,
                 "regions_not_seen": self.regions_not_seen}
 
     def _log(self, trainer: Trainer, stats: list[RegionStats]) -> None:
@@ -354,7 +366,7 @@ class TimingCallback(Callback):
     def step_stats(self) -> RegionStats | None:
         """The whole training step over the fit, warm-up left out, every rank's steps (its
         ``peak_mem_mib`` is the highest per-step allocator peak of any rank, measured on CUDA); None
-        before a step was recorded."""
+        before a step was recorded. The one source of a run's step time."""
         return next((s for s in self._acc.summary() if s.region == "step"), None)
 
     def summary(self) -> str:
@@ -377,7 +389,7 @@ class TimingCallback(Callback):
             lines.append(f"{s.region:<36} {s.self_ms:9.1f} {100 * s.self_share:6.1f}% "
                          f"{s.mean_ms:9.1f} {s.p90_ms:9.1f}")
         lines.append(f"{'(unattributed)':<36} {unattributed_ms(stats):9.1f}")
-        if self.compiled:
+        if self.compiled and self.breakdown:
             lines.append(f"compiled network: {len(self.regions_not_seen)} per-stage regions run inside the compiled "
                          f"graph and are not timed ({', '.join(self.regions_not_seen[:3])}, ...); 'forward' here is "
                          "batch start -> backward. For the per-stage breakdown run once with model.compile=false.")
