@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The smallest input the tiny preset takes (VRT needs >= 40 px at window 4; SpyNet pads to 64).
 SHAPE = ["data.batch_size=1", "data.clip_len=2", "data.crop_size=40", "data.num_bins=4"]
 MODEL = ["model=tiny"]
-LOOP = ["bench.warmup=1", "bench.iters=1", "bench.breakdown=true", "bench.peak_tflops=1.0"]
+LOOP = ["bench.warmup=2", "bench.iters=1", "bench.breakdown=true", "bench.peak_tflops=1.0"]
 CONFIG = ["bench.device=cpu"]
 LABELS = [" ".join([*MODEL, *SHAPE, *CONFIG, f"optim={o}"]) for o in ("adamw", "adamw8bit")]
 
@@ -49,9 +49,10 @@ def test_cli_rows_every_field_filled_and_sane(sweep) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and tuple(rows[0]) == FIELDS
     assert [r["label"] for r in rows] == LABELS
-    assert [r["optimizer"] for r in rows] == ["adamw", "adamw8bit"]
+    assert [r["optimizer"] for r in rows] == ["AdamW (fused)", "AdamW8bit"] and {r["status"] for r in rows} == {"ok"}
     for row in rows:
         assert [k for k, v in row.items() if v == ""] == []
+        assert int(row["kernels_per_step"]) >= int(row["ops_per_step"]) > 100 and float(row["warmup_s"]) > 0
         step_ms = float(row["train_step_ms_median"])
         assert step_ms > 0 and float(row["infer_ms_median"]) > 0
         assert float(row["train_step_ms_p10"]) <= step_ms <= float(row["train_step_ms_p90"])
@@ -80,7 +81,7 @@ def test_cli_rows_every_field_filled_and_sane(sweep) -> None:
     assert "forward.spike_encoder" in stages and "forward.fusion.stage1" in stages
     for job in (0, 1):
         assert read_jsonl(tmp / "sweep" / str(job) / "bench.jsonl")[0]["job_num"] == job
-    assert "samples/s" in proc.stdout and "Timing profile" in proc.stdout
+    assert "samples/s" in proc.stdout and "Timing summary" in proc.stdout
 
 
 def test_cli_sweep_ends_with_comparison_table(sweep) -> None:
@@ -98,7 +99,7 @@ def test_cli_sweep_ends_with_comparison_table(sweep) -> None:
         1 - rows[1]["train_peak_mem_mib"] / rows[0]["train_peak_mem_mib"])
     assert {r["sweep_id"] for r in rows} == {str(sweep_dir.resolve())}
     assert [r["job_num"] for r in rows] == [0, 1]
-    table = (sweep_dir / "comparison.txt").read_text()
+    table = (sweep_dir / "comparison.md").read_text()
     assert table in proc.stdout
 
     again = _run([f"bench.compare={sweep_dir}"], tmp)

@@ -12,8 +12,8 @@ import torch
 from vrt_spike.timing.clock import Spread, time_callable
 from vrt_spike.timing.memory import PeakMemory
 from vrt_spike.bench.peaks import compute_dtype_for, lookup_peak, mfu, resolve_peak
-from vrt_spike.bench.report import compare_rows, comparison_table, render_text
-from vrt_spike.bench.results import FIELDS, append_csv, append_row, read_jsonl
+from vrt_spike.bench.report import compare_rows, comparison_table
+from vrt_spike.bench.results import FIELDS, append_csv, append_row, read_jsonl, unmeasured_row
 
 
 @pytest.mark.parametrize(
@@ -170,9 +170,16 @@ def test_concurrent_appends_lose_no_row(tmp_path: Path) -> None:
 def test_comparison_against_first_row() -> None:
     rows = [_row("fp32", 100.0, 400.0), _row("bf16", 50.0, 300.0), _row("ckpt", 125.0, 500.0)]
     cmp = compare_rows(rows)
-    assert [c.train_speedup for c in cmp] == pytest.approx([1.0, 2.0, 0.8])
-    assert [c.mem_saving for c in cmp] == pytest.approx([0.0, 0.25, -0.25])
-    text = render_text(comparison_table(cmp, "cpu_rss_hwm"))
-    assert "2.00x" in text and "+25.0 %" in text and "-25.0 %" in text
+    assert [c["train_speedup"] for c in cmp] == pytest.approx([1.0, 2.0, 0.8])
+    assert [c["mem_saving"] for c in cmp] == pytest.approx([0.0, 0.25, -0.25])
+    text = comparison_table(rows)
+    assert "| 2.00 |" in text and "| +25.0% |" in text and "| -25.0% |" in text
     with pytest.raises(ValueError, match="no benchmark rows"):
         compare_rows([])
+    # A row that measured nothing (out of memory, a ladder rung past its time) compares as n/a, and
+    # the baseline is the first row that measured a step.
+    oom = unmeasured_row("oom: MemoryPlanError: needs 90 GiB", label="big", model="baseline")
+    cmp = compare_rows([oom, *rows])
+    assert cmp[0]["train_speedup"] is None and cmp[1]["train_speedup"] == 1.0 and cmp[2]["train_speedup"] == 2.0
+    line = next(line for line in comparison_table([oom, *rows]).splitlines() if line.startswith("| big |"))
+    assert "| n/a |" in line and line.endswith("| oom: MemoryPlanError: needs 90 GiB |")

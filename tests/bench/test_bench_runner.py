@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench.run import BenchResult, InferFigures, TrainFigures, make_row, measure_training, print_report
+from vrt_spike.bench.run import InferFigures, TrainFigures, failure, make_row, measure_training, print_report
 from vrt_spike.timing.clock import Spread
 from vrt_spike.bench.results import FIELDS
 from vrt_spike.timing.table import TimingRow, summarize
@@ -22,7 +22,8 @@ def _figures() -> tuple[TrainFigures, InferFigures]:
                                      ("forward.vrt", 12.0)))
     train = TrainFigures(step_ms=Spread.of([40.0, 41.0, 42.0]), flops=6_000_000, deform_flops=1000,
                          peak_bytes=300 * 2**20, mem_kind="cpu_tensors_rss_rise", stages=stages,
-                         planned_bytes=290 * 2**20)
+                         planned_bytes=290 * 2**20, warmup_s=3.5, ops_per_step=900, kernels_per_step=950,
+                         optimizer="AdamW (fused)")
     infer = InferFigures(ms=Spread.of([10.0, 11.0, 12.0]), flops=2_000_000, peak_bytes=100 * 2**20, params=1234)
     return train, infer
 
@@ -34,6 +35,9 @@ def test_row_complete_consistent(capsys: pytest.CaptureFixture) -> None:
     assert tuple(row) == FIELDS
     blanks = [k for k, v in row.items() if v is None or v == "" or v == {}]
     assert blanks == ["sweep_id", "overrides"]  # no sweep, no overrides
+    assert row["status"] == "ok" and row["optimizer"] == "AdamW (fused)"  # what ran, not the group's name
+    assert (row["warmup_s"], row["ops_per_step"], row["kernels_per_step"]) == (3.5, 900, 950)
+    assert row["top_regions"] == "backward 20.0; forward.vrt 12.0; optimizer_step 5.0"  # by exclusive ms
     assert row["train_step_ms_p10"] <= row["train_step_ms_median"] == 41.0 <= row["train_step_ms_p90"]
     step_s = 41.0 / 1e3
     assert row["iters"] == 3 and row["warmup"] == 1
@@ -49,9 +53,28 @@ def test_row_complete_consistent(capsys: pytest.CaptureFixture) -> None:
     assert row["compute_dtype"] in ("tf32", "fp32") and row["peak_source"].startswith("override")
     assert row["stage_ms"] == {"step": 41.0, "backward": 20.0, "optimizer_step": 5.0, "forward.vrt": 12.0}
 
-    text = print_report(BenchResult(row=row, stages=train.stages))
-    assert "samples/s" in text and "[p10, p90]" in text and "MFU" in text and "Timing profile" in text
+    text = print_report(row)
+    assert "samples/s" in text and "[p10, p90]" in text and "MFU" in text and "950" in text
     assert text in capsys.readouterr().out
+
+
+def test_training_only_row_and_failure_status() -> None:
+    """`bench.inference=false`: the inference columns stay empty; a configuration that ran out of
+    memory (or that its memory plan refused) is `oom`, anything else `failed`, with the reason."""
+    train, _ = _figures()
+    row = make_row(META, SHAPE, device=torch.device("cpu"), precision="32", warmup=1, train=train, infer=None)
+    assert row["infer_ms_median"] is None and row["params"] is None and row["train_step_ms_median"] == 41.0
+    assert "n/a" in print_report(row)
+
+    class MemoryPlanError(RuntimeError):
+        pass
+
+    try:
+        raise ValueError("wrapped") from MemoryPlanError("memory plan: the step needs 90 GiB\n(table)")
+    except ValueError as err:
+        assert failure(err) == "oom: MemoryPlanError: memory plan: the step needs 90 GiB"
+    assert failure(RuntimeError("CUDA out of memory. Tried to allocate")).startswith("oom: RuntimeError: CUDA out")
+    assert failure(KeyError("x")) == "failed: KeyError: 'x'"
 
 
 def test_bf16_row_has_no_cpu_peak() -> None:

@@ -4,7 +4,7 @@
 
 Runs `vrt_spike.lit.training.train` on the composed config through the bench's measured fit (one
 fixed random batch, one warm-up step, one timed step; its pre-flight plans the step) and writes
-``{"measured": bytes, "planned": bytes, "kind": ...}``: the StepClock's tensors peak of the timed
+``{"measured": bytes, "planned": bytes, "kind": ...}``: the StepProbe's tensors peak of the timed
 step (`vrt_spike.timing.memory.PeakMemory`: the tensors live at the warm-up's end plus the RSS
 rise, exact only with glibc's mmap threshold pinned as above) and the plan's peak.
 """
@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 import vrt_spike.lit  # noqa: F401  (registers the resolvers conf/ uses)
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench.step_measure import fixed_batch_config, read_clock
+from vrt_spike.bench.step_measure import fixed_batch_config, read_probe
 from vrt_spike.lit.training import train
 
 
@@ -28,10 +28,10 @@ def main(out: Path, overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, "logger=none", "trainer.accelerator=cpu", "memory.check=true",
                                           f"paths.output_dir={run_dir}"])
-    train(fixed_batch_config(cfg, run_dir=run_dir, warmup=1, min_steps=1, max_steps=1, timing=False))
-    clock = read_clock(run_dir)
-    out.write_text(json.dumps({"measured": clock["peak_bytes"], "planned": clock["planned_peak_bytes"],
-                               "kind": clock["mem_kind"]}))
+    train(fixed_batch_config(cfg, run_dir=run_dir, warmup=1, steps=1, breakdown=False))
+    probe = read_probe(run_dir)
+    out.write_text(json.dumps({"measured": probe["peak_bytes"], "planned": probe["planned_peak_bytes"],
+                               "kind": probe["mem_kind"]}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vrt_spike.lit.optim import build_optimizer
+from vrt_spike.tables import markdown_table
 from vrt_spike.timing.clock import Spread, time_callable
 from vrt_spike.timing.memory import storage_bytes
 
@@ -106,11 +107,10 @@ def figures_row(model: str, figures: OptimizerFigures) -> dict[str, Any]:
 
 
 def figures_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of `figures_row` rows: one line per model and optimizer."""
-    lines = ["| model | optim | optimizer | params (M) | state MiB | step ms median [p10, p90] | device |",
-             "|---|---|---|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['optim']} | {r['optimizer']} | {int(r['params']) / 1e6:.2f} | "
-                     f"{float(r['state_mib']):.1f} | {float(r['step_ms_median']):.2f} "
-                     f"[{float(r['step_ms_p10']):.2f}, {float(r['step_ms_p90']):.2f}] | {r['device']} |")
-    return "\n".join(lines) + "\n"
+    """Markdown table of `figures_row` rows (or their CSV strings): one line per model and optimizer."""
+    lines = [(r["model"], r["optim"], r["optimizer"], int(r["params"]) / 1e6, float(r["state_mib"]),
+              f"{float(r['step_ms_median']):.2f} [{float(r['step_ms_p10']):.2f}, {float(r['step_ms_p90']):.2f}]",
+              r["device"]) for r in rows]
+    columns = ("model", "optim", "optimizer", "params (M)", "state MiB", "step ms median [p10, p90]", "device")
+    return markdown_table(columns, lines, formats={"params (M)": ".2f", "state MiB": ".1f"},
+                          right=("params (M)", "state MiB", "step ms median [p10, p90]")) + "\n"

@@ -1,136 +1,101 @@
-"""Console tables for one benchmark row and for a comparison of several rows (rich)."""
+"""The bench's tables, written by `vrt_spike.tables`: one configuration's summary and the comparison
+of several rows (a multirun, `bench.compare`, the GPU ladder). The per-stage profile of the measured
+fit is the timing callback's own summary, which the fit prints."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from vrt_spike.tables import cell, markdown_table, si
 
-
-def fmt_si(value: float | None, unit: str) -> str:
-    """`1.5e12, "FLOP"` -> `"1.50 TFLOP"`."""
-    if value is None:
-        return "n/a"
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f} {prefix}{unit}"
-    return f"{value:.0f} {unit}"
-
-
-def fmt_pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+# (column, title, number format) of the comparison table; `train_speedup`, `infer_speedup` and
+# `mem_saving` are computed against the first measured row, the rest are `results.FIELDS`.
+COMPARISON = (
+    ("label", "configuration", None), ("model", "model", None), ("precision", "precision", None),
+    ("optimizer", "optim", None), ("batch_size", "batch", None), ("crop_size", "crop", None),
+    ("checkpointing", "ckpt", None), ("compile", "compile", None),
+    ("train_step_ms_median", "train ms", ".1f"), ("train_speedup", "speedup", ".2f"),
+    ("train_samples_per_s", "samples/s", ".3f"), ("train_peak_mem_mib", "peak MiB", ".0f"),
+    ("train_planned_mem_mib", "planned MiB", ".0f"), ("mem_saving", "memory saving", "+.1%"),
+    ("train_mfu", "MFU", ".1%"), ("top_regions", "top regions (self ms/step)", None),
+    ("kernels_per_step", "kernels/step", "d"), ("warmup_s", "warm-up s", ".1f"),
+    ("infer_ms_median", "infer ms", ".1f"), ("infer_speedup", "infer speedup", ".2f"), ("status", "status", None),
+)
+COMPARISON_COLUMNS = tuple(c for c, _, _ in COMPARISON)
+NUMBERS = {c for c, _, spec in COMPARISON if spec is not None}
 
 
 def _num(value: Any) -> float | None:
-    """A row value as float; None for empty/None (CSV blanks) and NaN."""
+    """A row value as a float; None where nothing was measured (None, a CSV blank, NaN)."""
     if value is None or value == "":
         return None
     v = float(value)
-    return None if math.isnan(v) else v
+    return None if v != v else v
 
 
-def _add_row(table: Table, *cells: str) -> None:
-    """Add cells as literal text (values like "[1.0, 2.0]" must not be read as rich markup)."""
-    table.add_row(*(Text(c) for c in cells))
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
 
 
-def summary_table(row: Mapping[str, Any]) -> Table:
-    """One configuration: timings with spread, throughput, memory, FLOPs, MFU."""
-    t = Table(title=f"vrt_spike.bench  {row['label']}", title_justify="left")
-    t.add_column("metric")
-    t.add_column("train step", justify="right")
-    t.add_column("inference", justify="right")
-    _add_row(
-        t,
-        "time / call  median [p10, p90]",
-        f"{row['train_step_ms_median']:.1f} ms [{row['train_step_ms_p10']:.1f}, "
-        f"{row['train_step_ms_p90']:.1f}]",
-        f"{row['infer_ms_median']:.1f} ms [{row['infer_ms_p10']:.1f}, {row['infer_ms_p90']:.1f}]",
-    )
-    _add_row(t, "samples/s", f"{row['train_samples_per_s']:.3f}", f"{row['infer_samples_per_s']:.3f}")
-    _add_row(t, "frames/s", f"{row['train_frames_per_s']:.2f}", f"{row['infer_frames_per_s']:.2f}")
-    _add_row(t, f"peak memory ({row['mem_kind']})", f"{row['train_peak_mem_mib']:.0f} MiB",
-              f"{row['infer_peak_mem_mib']:.0f} MiB")
-    planned = _num(row.get("train_planned_mem_mib"))
-    if planned is not None:
-        error = planned / row["train_peak_mem_mib"] - 1
-        _add_row(t, "  planned (python -m vrt_spike.bench.memory)", f"{planned:.0f} MiB ({100 * error:+.1f} %)", "")
-    _add_row(t, "FLOPs / call", fmt_si(row["train_flops_per_step"], "FLOP"),
-              fmt_si(row["infer_flops_per_forward"], "FLOP"))
-    _add_row(t, "  of which deform conv (analytic)", fmt_si(row["train_deform_flops"], "FLOP"), "")
-    _add_row(t, "achieved", fmt_si(row["train_tflops_per_s"] * 1e12, "FLOP/s"),
-             fmt_si(row["infer_tflops_per_s"] * 1e12, "FLOP/s"))
-    _add_row(t, "MFU", fmt_pct(_num(row["train_mfu"])),
-              fmt_pct(_num(row["infer_mfu"])))
-    t.caption = Text(
-        f"{row['device_name']} | model={row['model']} precision={row['precision']} "
-        f"optim={row['optimizer']} ckpt={row['checkpointing']} | B={row['batch_size']} "
-        f"T={row['clip_len']} crop={row['crop_size']} K={row['num_bins']} | "
-        f"{row['warmup']} warm-up + {row['iters']} timed | {fmt_si(row['params'], '')}params | "
-        f"MFU peak: {row['peak_source']}"
-    )
-    return t
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One configuration against the baseline (the first row)."""
-
-    label: str
-    train_step_ms: float
-    train_speedup: float
-    train_samples_per_s: float
-    infer_ms: float
-    infer_speedup: float
-    train_peak_mem_mib: float
-    mem_saving: float  # 1 - mem / baseline mem; negative when it uses more
-
-
-def compare_rows(rows: Sequence[Mapping[str, Any]]) -> list[Comparison]:
-    """Speedup (baseline time / time) and memory saving of each row against the first one."""
+def compare_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's `COMPARISON_COLUMNS`: speedup (baseline time / time) and memory saving against the
+    first row that measured a training step (the baseline); None where either did not."""
     if not rows:
         raise ValueError("nothing to compare: no benchmark rows")
-    base = rows[0]
-    base_train = float(base["train_step_ms_median"])
-    base_infer = float(base["infer_ms_median"])
-    base_mem = float(base["train_peak_mem_mib"])
+    base = next((r for r in rows if _num(r.get("train_step_ms_median")) is not None), rows[0])
     out = []
     for r in rows:
-        train = float(r["train_step_ms_median"])
-        infer = float(r["infer_ms_median"])
-        mem = float(r["train_peak_mem_mib"])
-        out.append(Comparison(
-            label=str(r["label"]), train_step_ms=train, train_speedup=base_train / train,
-            train_samples_per_s=float(r["train_samples_per_s"]), infer_ms=infer,
-            infer_speedup=base_infer / infer, train_peak_mem_mib=mem,
-            mem_saving=1.0 - mem / base_mem,
-        ))
+        row = {c: r.get(c) for c in COMPARISON_COLUMNS}
+        row.update({c: _num(r.get(c)) for c in NUMBERS if c in r})
+        train, mem = _num(r.get("train_step_ms_median")), _num(r.get("train_peak_mem_mib"))
+        base_mem = _num(base.get("train_peak_mem_mib"))
+        row["train_speedup"] = _ratio(_num(base.get("train_step_ms_median")), train)
+        row["infer_speedup"] = _ratio(_num(base.get("infer_ms_median")), _num(r.get("infer_ms_median")))
+        row["mem_saving"] = None if mem is None or not base_mem else 1.0 - mem / base_mem
+        if row.get("kernels_per_step") is not None:
+            row["kernels_per_step"] = int(row["kernels_per_step"])
+        out.append(row)
     return out
 
 
-def comparison_table(comparisons: Sequence[Comparison], mem_kind: str) -> Table:
-    t = Table(title=f"comparison against the first configuration ({comparisons[0].label})",
-              title_justify="left")
-    for col, justify in (("configuration", "left"), ("train ms", "right"), ("speedup", "right"),
-                         ("samples/s", "right"), ("infer ms", "right"), ("infer speedup", "right"),
-                         (f"peak MiB ({mem_kind})", "right"), ("memory saving", "right")):
-        t.add_column(col, justify=justify)
-    for c in comparisons:
-        _add_row(t, c.label, f"{c.train_step_ms:.1f}", f"{c.train_speedup:.2f}x",
-                  f"{c.train_samples_per_s:.3f}", f"{c.infer_ms:.1f}", f"{c.infer_speedup:.2f}x",
-                  f"{c.train_peak_mem_mib:.0f}", f"{100 * c.mem_saving:+.1f} %")
-    return t
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown of `compare_rows(rows)` (first measured row = baseline)."""
+    return markdown_table(COMPARISON_COLUMNS, compare_rows(rows), formats={c: spec for c, _, spec in COMPARISON if spec},
+                          headers={c: title for c, title, _ in COMPARISON}, right=NUMBERS)
 
 
-def render_text(*tables: Table, width: int = 160) -> str:
-    """Plain-text rendering of rich tables (for files and logs)."""
-    console = Console(width=width, record=True, file=None, force_terminal=False,
-                      color_system=None)
-    with console.capture() as cap:
-        for table in tables:
-            console.print(table)
-    return cap.get()
+def summary_table(row: Mapping[str, Any]) -> str:
+    """One configuration: timings with spread, throughput, memory, FLOPs, MFU (markdown)."""
+    def ms(prefix: str) -> str:
+        if row.get(f"{prefix}_median") is None:
+            return "n/a"
+        return f"{row[f'{prefix}_median']:.1f} ms [{row[f'{prefix}_p10']:.1f}, {row[f'{prefix}_p90']:.1f}]"
+
+    def pct(value: Any) -> str:
+        return cell(value, ".1%", missing="n/a")
+
+    planned = _num(row.get("train_planned_mem_mib"))
+    lines = [
+        ("time / call  median [p10, p90]", ms("train_step_ms"), ms("infer_ms")),
+        ("samples/s", cell(row["train_samples_per_s"], ".3f"), cell(row["infer_samples_per_s"], ".3f", missing="n/a")),
+        ("frames/s", cell(row["train_frames_per_s"], ".2f"), cell(row["infer_frames_per_s"], ".2f", missing="n/a")),
+        (f"peak memory ({row['mem_kind']})", f"{row['train_peak_mem_mib']:.0f} MiB",
+         cell(row["infer_peak_mem_mib"], ".0f", missing="n/a") + " MiB"),
+        ("FLOPs / call", si(row["train_flops_per_step"], "FLOP"), si(row["infer_flops_per_forward"], "FLOP")),
+        ("  of which deform conv (analytic)", si(row["train_deform_flops"], "FLOP"), ""),
+        ("achieved", si(row["train_tflops_per_s"] * 1e12, "FLOP/s"),
+         si(None if row["infer_tflops_per_s"] is None else row["infer_tflops_per_s"] * 1e12, "FLOP/s")),
+        ("MFU", pct(row["train_mfu"]), pct(row["infer_mfu"])),
+        ("ops / kernels per step (last warm-up step)",
+         f"{cell(row['ops_per_step'], missing='n/a')} / {cell(row['kernels_per_step'], missing='n/a')}", ""),
+        ("warm-up (compilation included)", cell(row["warmup_s"], ".1f", missing="n/a") + " s", ""),
+    ]
+    if planned is not None:
+        error = planned / row["train_peak_mem_mib"] - 1
+        lines.insert(4, ("  planned (python -m vrt_spike.bench.memory)", f"{planned:.0f} MiB ({100 * error:+.1f} %)", ""))
+    caption = (f"{row['device_name']} | model={row['model']} precision={row['precision']} optim={row['optimizer']} "
+               f"ckpt={row['checkpointing']} | B={row['batch_size']} T={row['clip_len']} crop={row['crop_size']} "
+               f"K={row['num_bins']} | {row['warmup']} warm-up + {row['iters']} timed | {si(row['params'], '')}params | "
+               f"MFU peak: {row['peak_source']}")
+    return (f"vrt_spike.bench  {row['label']}\n\n" + markdown_table(("metric", "train step", "inference"), lines)
+            + f"\n{caption}\n")

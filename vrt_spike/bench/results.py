@@ -1,4 +1,9 @@
-"""Benchmark result rows: one per configuration, appended to a CSV and a JSON-lines file.
+"""Benchmark result rows, the one row schema of `python -m vrt_spike.bench` and of the GPU ladder
+that runs it rung by rung: one per configuration, appended to a CSV and a JSON-lines file.
+
+A row that measured nothing (the configuration ran out of memory or failed; a ladder rung stopped
+at its time limit or skipped) has the same columns, ``None`` where nothing was measured and its
+``status`` saying why (``unmeasured_row``).
 
 Appends are safe against concurrent writers and crashes: an exclusive `fcntl` lock on
 `.<file>.lock`, then the old content plus the new row is written atomically (`vrt_spike.atomic`: readers see
@@ -17,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from vrt_spike.atomic import write_text_atomically
+from vrt_spike.tables import csv_text
 
 # Column order of the CSV; the JSON-lines rows hold the same keys (stage_ms as an object).
 FIELDS: tuple[str, ...] = (
-    "timestamp", "sweep_id", "job_num", "label", "overrides",
+    "timestamp", "sweep_id", "job_num", "label", "overrides", "status",
     "host", "device", "device_name", "torch",
     "model", "precision", "compute_dtype", "optimizer", "checkpointing", "compile", "params",
-    "batch_size", "clip_len", "crop_size", "num_bins", "warmup", "iters",
+    "batch_size", "clip_len", "crop_size", "num_bins", "warmup", "iters", "warmup_s",
     "train_step_ms_median", "train_step_ms_p10", "train_step_ms_p90",
     "train_samples_per_s", "train_frames_per_s",
     "infer_ms_median", "infer_ms_p10", "infer_ms_p90",
@@ -32,8 +38,18 @@ FIELDS: tuple[str, ...] = (
     "train_flops_per_step", "train_deform_flops", "infer_flops_per_forward",
     "train_tflops_per_s", "infer_tflops_per_s", "peak_tflops", "peak_source",
     "train_mfu", "infer_mfu",
+    "ops_per_step", "kernels_per_step", "top_regions",
     "stage_ms",
 )
+
+
+def unmeasured_row(status: str, **known: Any) -> dict[str, Any]:
+    """A row of `FIELDS` that measured nothing: ``status`` says why, ``known`` fills what is known
+    (label, model, shape, ...)."""
+    unknown = [k for k in known if k not in FIELDS]
+    if unknown:
+        raise ValueError(f"benchmark row: unexpected keys {unknown} (the columns are results.FIELDS)")
+    return {**{k: None for k in FIELDS}, **known, "status": status}
 
 
 @contextmanager
@@ -45,14 +61,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def _check_row(row: Mapping[str, Any]) -> None:
@@ -77,12 +85,7 @@ def append_csv(path: str | Path, row: Mapping[str, Any]) -> None:
                 )
             if not old.endswith("\n"):
                 raise ValueError(f"{path}: last line is incomplete; refusing to append to it")
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-        if not old:
-            writer.writeheader()
-        writer.writerow({k: _csv_cell(row[k]) for k in FIELDS})
-        write_text_atomically(path, old + buf.getvalue())
+        write_text_atomically(path, old + csv_text(FIELDS, [row], header=not old))
 
 
 def append_jsonl(path: str | Path, row: Mapping[str, Any]) -> None:

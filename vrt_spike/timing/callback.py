@@ -195,7 +195,10 @@ class TimingCallback(Callback):
         return self.timer.region(name).__enter__() if self.breakdown else None
 
     def _open_data(self) -> None:
+        """The wait for the next training batch: the ``data`` region, or the step's start."""
         self._data_block = self._region("data")
+        if self._data_block is None:
+            self.timer.start_step()
 
     def _skip_gap(self) -> None:
         """Validation or an epoch boundary: not part of any training step."""

@@ -357,6 +357,12 @@ class StageTimer:
         self._new_step()
         self._step_start = end
 
+    def start_step(self) -> None:
+        """Start the step in progress now, unless a span already started it (a step after a gap,
+        timed without any region inside: ``TimingCallback(breakdown=False)``)."""
+        if self.enabled and self._step_start is None:
+            self._step_start = self._clock.mark()
+
     def discard_step(self) -> None:
         """Forget everything recorded since the last ``end_step()`` (open regions included) and
         start the next step at its first span; for gaps that are not training (validation,
