@@ -16,6 +16,7 @@ from PIL import Image
 from vrt_spike.lit.config import check_config
 from vrt_spike.lit.devices import DevicePool, format_cores, parse_cores
 from vrt_spike.lit.sweep import PLOT_FILE, log_to_wandb, mark_pareto, write_sweep_summary
+from vrt_spike.tables import read_csv
 from vrt_spike.lit.sweep_job import _objective_keys, objectives
 
 
@@ -49,7 +50,7 @@ def test_sweep_summary_table_plot_and_wandb_run(tmp_path: Path) -> None:
                        "error_type": "ValueError", "error": "model.vrt.depths entries must be >= 1 | got 0"})
     _job(tmp_path, 3, None)  # killed before it wrote a summary
     (tmp_path / ".devices").mkdir()  # not a job
-    rows = write_sweep_summary(tmp_path)
+    rows, _ = write_sweep_summary(tmp_path)
     assert [r["job"] for r in rows] == [0, 1, 2, 3] and [r["pareto"] for r in rows] == [True, True, None, None]
     with open(tmp_path / "sweep_summary.csv") as f:
         table = list(csv.DictReader(f))
@@ -63,12 +64,35 @@ def test_sweep_summary_table_plot_and_wandb_run(tmp_path: Path) -> None:
     with Image.open(tmp_path / PLOT_FILE) as plot:
         assert plot.format == "PNG" and plot.size == (700, 450)
     assert not list(tmp_path.glob(".*tmp*"))  # written through the atomic writer, nothing left behind
+    assert not (tmp_path / "sweep_means.csv").exists()  # one seed per setting: no means
 
     log_to_wandb(tmp_path, rows, OmegaConf.create({"project": "vrt-spike", "offline": True, "tags": ["t"]}))
     run_dir, = (tmp_path / "wandb").glob("offline-run-*")
     tables = list(run_dir.glob("files/media/table/sweep/summary_*.table.json"))
     assert len(tables) == 1 and json.loads(tables[0].read_text())["columns"][:3] == ["val_rank", "pareto", "job"]
     assert list(run_dir.glob("files/media/images/sweep/plot_*.png"))
+
+
+def test_spikes_help_table_is_a_multirun_read_by_the_summary(tmp_path: Path) -> None:
+    """`python train.py -m experiment=spikes_help seed=0,1 model.use_spike=true,false test=true`: each job's test
+    PSNR beside the blurry input and the spike floor, and the mean over the seeds of each setting."""
+    figures = {(0, "true"): 32.0, (0, "false"): 28.3, (1, "true"): 31.8, (1, "false"): 28.1}
+    for job, ((seed, spike), psnr) in enumerate(figures.items()):
+        _job(tmp_path, job, _row(job, psnr - 1, 1.0 + job, test_psnr=psnr, test_psnr_input=28.17,
+                                 test_psnr_spike_floor=31.19, overrides=["experiment=spikes_help", f"seed={seed}",
+                                                                         f"model.use_spike={spike}", "test=true"]))
+    _job(tmp_path, 4, {"job": 4, "status": "failed", "error": "killed", "overrides": ["experiment=spikes_help", "seed=2",
+                                                                                        "model.use_spike=true", "test=true"]})
+    _, text = write_sweep_summary(tmp_path)
+    jobs = read_csv(tmp_path / "sweep_summary.csv")
+    assert [(r["overrides"].split()[1:3], r["test_psnr"], r["test_psnr_input"], r["test_psnr_spike_floor"])
+            for r in jobs[:2]] == [(["seed=0", "model.use_spike=true"], "32.0", "28.17", "31.19"),
+                                   (["seed=0", "model.use_spike=false"], "28.3", "28.17", "31.19")]
+    means = read_csv(tmp_path / "sweep_means.csv")
+    assert [(r["setting"], r["seeds"]) for r in means] == [("model.use_spike=true", "2"), ("model.use_spike=false", "2")]
+    assert [float(r["test_psnr"]) for r in means] == pytest.approx([31.9, 28.2])  # the failed seed 2 left out
+    assert float(means[0]["test_psnr_spike_floor"]) == 31.19 and float(means[1]["val_psnr"]) == pytest.approx(27.2)
+    assert "Mean over the seeds of each setting" in text and "| model.use_spike=true | 2 | 30.90 | 31.90 |" in text
 
 
 def test_cores_and_device_pool_checks(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from train_support import compose_cfg, tiny_overrides
 
 from vrt_spike.lit.module import DeblurModule
 from vrt_spike.lit.training import train
-from vrt_spike.bench.host_syncs import SyncsPerBatch
+from host_syncs import SyncsPerBatch
 from vrt_spike.timing.callback import is_compiled
 
 
@@ -88,7 +88,7 @@ def test_compiled_fit_with_validation_and_timing(synthetic_root: Path, tmp_path:
     cfg = compose_cfg("train", [*tiny_overrides(synthetic_root, steps), f"paths.output_dir={tmp_path}",
                                 "model.compile=true", f"trainer.val_check_interval={steps // 2}",
                                 "trainer.log_every_n_steps=1000", "callbacks.timing.interval=1000",
-                                "data.num_workers=1", "+callbacks.sync_probe._target_=vrt_spike.bench.host_syncs.SyncsPerBatch"])
+                                "data.num_workers=1", "+callbacks.sync_probe._target_=host_syncs.SyncsPerBatch"])
     SyncsPerBatch.runs.clear()
     torch._dynamo.reset()
     torch._logging.set_logs(recompiles=True)

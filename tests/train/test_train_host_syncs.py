@@ -8,7 +8,7 @@ import torch
 from train_support import compose_cfg, tiny_overrides
 
 from vrt_spike.lit.training import train
-from vrt_spike.bench.host_syncs import HostSyncCounter, SyncsPerBatch
+from host_syncs import HostSyncCounter, SyncsPerBatch
 
 
 def fit_counting_syncs(root: Path, out: Path, steps: int, extra: list[str] = ()) -> SyncsPerBatch:
@@ -19,7 +19,7 @@ def fit_counting_syncs(root: Path, out: Path, steps: int, extra: list[str] = ())
                                 "trainer.log_every_n_steps=1000", "callbacks.timing.interval=1000",
                                 "trainer.limit_val_batches=0", "trainer.enable_progress_bar=true",
                                 "callbacks.progress_bar.refresh_rate=1000", "data.num_workers=1",
-                                "+callbacks.sync_probe._target_=vrt_spike.bench.host_syncs.SyncsPerBatch", *extra])
+                                "+callbacks.sync_probe._target_=host_syncs.SyncsPerBatch", *extra])
     SyncsPerBatch.runs.clear()
     train(cfg)
     (probe,) = SyncsPerBatch.runs

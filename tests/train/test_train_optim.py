@@ -199,7 +199,7 @@ def _guarded_step(opt: torch.optim.Optimizer, guard, params: list[torch.nn.Param
 @pytest.mark.parametrize("name", ["adamw", "adamw8bit"])
 def test_nonfinite_step_is_skipped_on_the_device(tiny_cfg, name: str) -> None:
     from vrt_spike.lit.optim import NonFiniteStepGuard
-    from vrt_spike.bench.host_syncs import HostSyncCounter
+    from host_syncs import HostSyncCounter
 
     net = build_net(tiny_cfg.model)
     opt = build_optimizer(net, {**tiny_cfg.optim, "name": name, "weight_decay": 0.1})

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from vrt_spike.bench.vrt_attention import load_official_vrt
+from benchmarks.vrt_attention import load_official_vrt
 from vrt_spike.models.vrt import VRT
 
 FIXTURE = Path(__file__).with_name("official_gopro_keys.txt")

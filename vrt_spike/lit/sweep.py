@@ -1,7 +1,11 @@
 """The sweep summary, written when a multirun ends: which job trains fastest at what quality and memory.
 
-``<sweep dir>/sweep_summary.{csv,md}`` (one row per job, failed jobs with their error), the ``pareto``
-column (not dominated on val PSNR and samples/s, both higher-is-better), ``sweep_plot.png`` (samples/s
+``<sweep dir>/sweep_summary.{csv,md}`` (one row per job, failed jobs with their error; each job's test
+PSNR beside the blurry input's and the spike floor's when it ran ``test=true``), the ``pareto``
+column (not dominated on val PSNR and samples/s, both higher-is-better), with several seeds per
+setting ``sweep_means.csv`` and a second table in the ``.md``: the mean over the seeds of each
+setting (the "do the spikes help" table: ``python train.py -m experiment=spikes_help seed=0,1,2
+model.use_spike=true,false test=true``), ``sweep_plot.png`` (samples/s
 against val PSNR, one labelled point per job, the front joined), the same table and plot as one W&B
 run in the sweep's group (offline unless ``logger.wandb.offline=false``), and a non-zero exit status
 naming the failed jobs.
@@ -21,8 +25,9 @@ from omegaconf import DictConfig
 from vrt_spike.atomic import atomic_path, write_text_atomically
 from vrt_spike.tables import cell, markdown_table, write_csv
 
-__all__ = ["SUMMARY_FILE", "PLOT_FILE", "COLUMNS", "SweepSummaryCallback", "write_summary", "read_summary",
-           "rank_by_val", "mark_pareto", "read_job_summaries", "format_table", "write_plot", "write_sweep_summary"]
+__all__ = ["SUMMARY_FILE", "PLOT_FILE", "COLUMNS", "MEAN_COLUMNS", "SweepSummaryCallback", "write_summary", "read_summary",
+           "rank_by_val", "mark_pareto", "read_job_summaries", "format_table", "seed_means", "write_plot",
+           "write_sweep_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +160,42 @@ def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def write_sweep_summary(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """``sweep_summary.{csv,md}`` and ``sweep_plot.png`` of the jobs under ``sweep_dir``; returns the rows."""
+MEAN_COLUMNS = ("setting", "seeds", "val_psnr", "test_psnr", "test_psnr_input", "test_psnr_spike_floor", "samples_per_s")
+
+
+def seed_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting (the overrides that tell the jobs apart, ``seed=`` left out), the mean over its
+    finished seeds of each figure of :data:`MEAN_COLUMNS`; empty unless a setting ran two seeds or more."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row, varying in zip(rows, _varying(rows)):
+        if row.get("status") == "ok":
+            setting = " ".join(o for o in varying if not o.startswith("seed=")) or "(every job)"
+            groups.setdefault(setting, []).append(row)
+    if all(len(group) < 2 for group in groups.values()):
+        return []
+
+    def mean(group: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in group if _number(r.get(key))]
+        return sum(values) / len(values) if values else None
+
+    return [{"setting": setting, "seeds": len(group), **{k: mean(group, k) for k in MEAN_COLUMNS[2:]}}
+            for setting, group in groups.items()]
+
+
+def write_sweep_summary(sweep_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], str]:
+    """``sweep_summary.{csv,md}``, ``sweep_means.csv`` (several seeds per setting) and ``sweep_plot.png``
+    of the jobs under ``sweep_dir``; returns the rows and the markdown."""
     sweep_dir = Path(sweep_dir)
     rows = read_job_summaries(sweep_dir)
     write_csv(sweep_dir / "sweep_summary.csv", COLUMNS, ([_cell(r, c) for c in COLUMNS] for r in rows))
-    write_text_atomically(sweep_dir / "sweep_summary.md", format_table(rows) + "\n")
+    text = format_table(rows) + "\n"
+    means = seed_means(rows)
+    if means:
+        write_csv(sweep_dir / "sweep_means.csv", MEAN_COLUMNS, means)
+        text += "\nMean over the seeds of each setting:\n\n" + markdown_table(MEAN_COLUMNS, means) + "\n"
+    write_text_atomically(sweep_dir / "sweep_summary.md", text)
     write_plot(sweep_dir / PLOT_FILE, rows)
-    return rows
+    return rows, text
 
 
 def log_to_wandb(sweep_dir: Path, rows: list[dict[str, Any]], wandb_cfg: DictConfig) -> None:
@@ -189,8 +222,8 @@ class SweepSummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = write_sweep_summary(sweep_dir)
-        print(f"\nSweep summary ({sweep_dir}/sweep_summary.md, {PLOT_FILE}):\n{format_table(rows)}\n", flush=True)
+        rows, text = write_sweep_summary(sweep_dir)
+        print(f"\nSweep summary ({sweep_dir}/sweep_summary.md, {PLOT_FILE}):\n{text}", flush=True)
         wandb_cfg = (config.get("logger") or {}).get("wandb")
         if wandb_cfg is not None:
             log_to_wandb(sweep_dir, rows, wandb_cfg)

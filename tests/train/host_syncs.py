@@ -1,4 +1,4 @@
-"""Counting the places where the host waits for a tensor's value.
+"""Test instrument: counting the places where the host waits for a tensor's value.
 
 Every way Python reads one value of a tensor (``.item()``, ``bool(t)``, ``float(t)``, ``int(t)``,
 a branch on a tensor) ends in ``aten::_local_scalar_dense``. On CUDA each of those is a device
@@ -7,21 +7,13 @@ counting it on CPU finds the syncs a GPU run would pay, without a GPU. Not seen 
 device-to-host copies (``.cpu()``, ``.tolist()``, ``.numpy()``), which are no-ops there;
 ``torch.cuda.set_sync_debug_mode("error")`` catches those on a GPU.
 
-Host syncs per training step of a real fit through train.py's code, and where they come from:
+Host syncs per training step of a real fit through train.py's code, and where they come from, are
+``tests/train/test_train_host_syncs.py`` (0 per step; a failure names the sites):
 
-    python -m vrt_spike.bench.host_syncs                       # tiny preset, 8 steps, fp32 AdamW
-    python -m vrt_spike.bench.host_syncs --steps 8 optim=adamw8bit trainer.precision=bf16-mixed
-    python -m vrt_spike.bench.host_syncs model.compile=true    # the first steps compile (minutes on a CPU)
-
-Counts ``aten::_local_scalar_dense`` in the main process between the start of the 2nd training
-batch and the start of the last, with logging, timing and progress-bar intervals longer than the
-fit (what they read at their interval is not part of a step). The embedded synthetic dataset
-(``data/synthetic``; built when missing), one loader worker, validation off.
+    pytest tests/train/test_train_host_syncs.py -m ''     # fp32 AdamW, and 8-bit AdamW in bf16
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
 import traceback
 from collections import Counter
 from typing import Any
@@ -98,40 +90,3 @@ class SyncsPerBatch(Callback):
         steps = len(self.at_start) - 1 - first
         sites = self.sites_at_start[-1] - self.sites_at_start[first]
         return (self.at_start[-1] - self.at_start[first]) / steps, sites
-
-
-def main() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from vrt_spike import PROJECT_ROOT
-    from vrt_spike.lit.training import train
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=8, help="training steps (>= 3)")
-    p.add_argument("--first", type=int, default=1, help="count from this batch's start (later ones skip compile)")
-    p.add_argument("overrides", nargs="*", help="extra Hydra overrides of conf/train.yaml")
-    args = p.parse_args()
-    if args.steps < args.first + 2:
-        p.error("--steps must leave at least two counted steps after --first")
-    with tempfile.TemporaryDirectory() as out:
-        overrides = ["model=tiny", "trainer=cpu", "logger=none", f"paths.output_dir={out}",
-                     "data.clip_len=2", "data.crop_size=48", "data.batch_size=2", "data.num_workers=1",
-                     f"trainer.max_steps={args.steps}", "trainer.limit_val_batches=0",
-                     "trainer.log_every_n_steps=100000", "callbacks.timing.interval=100000",
-                     "callbacks.timing.console=off", "callbacks.progress_bar.refresh_rate=100000",
-                     "+callbacks.sync_probe._target_=vrt_spike.bench.host_syncs.SyncsPerBatch", *args.overrides]
-        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        SyncsPerBatch.runs.clear()
-        train(cfg)
-    (probe,) = SyncsPerBatch.runs
-    per_step, sites = probe.per_step(first=args.first)
-    counted = len(probe.at_start) - 1 - args.first
-    print(f"\nhost syncs per training step: {per_step:g} (over {counted} steps; {probe.counter.count} in the whole "
-          f"fit, setup and teardown included); overrides: {' '.join(args.overrides) or '(none)'}")
-    for site, n in sites.most_common(10):
-        print(f"  {n / counted:6.2f}/step  {site}")
-
-
-if __name__ == "__main__":
-    main()

@@ -5,18 +5,18 @@ peaks do not leak from one into the other. ``official`` is the upstream VRT modu
 (``models/network_vrt.py`` of github.com/JingyunLiang/VRT, not part of this repository) with our
 weights loaded ``strict=True``: pass its directory with ``--official-dir`` or ``VRT_OFFICIAL_DIR``.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps (allocator peak). On
-CPU, a second fresh worker per implementation measures it: the peak resident set size (RSS,
-psutil, sampled every 0.5 ms by a thread) during one step after the warmup, minus the RSS just
-before it. That worker runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
-at 128 KiB, so every large allocation is its own ``mmap``, returned to the OS when freed: the RSS
-then follows the live tensors instead of the heap a warm process keeps (which hid two thirds of
-a GoPro training step). Those settings slow a step down, hence the separate worker.
+Memory (`vrt_spike.timing.memory.PeakMemory`): on CUDA the allocator's peak over the timed steps
+above the allocation before them. On CPU a second fresh worker per implementation measures it: the
+rise of the process's resident-set high-water mark over one step after the warmup. That worker runs
+with glibc's ``MALLOC_MMAP_THRESHOLD_`` at 8 KiB, so every buffer is its own ``mmap``, returned to
+the OS when freed: the RSS then follows the live tensors instead of the heap a warm process keeps
+(which hid two thirds of a GoPro training step). That setting slows a step down, hence the separate
+worker. A benchmark script, not part of the package (it imports `vrt_spike`).
 
-    python -m vrt_spike.bench.vrt_attention                      # GoPro config, 1x6x3x64x64, CPU/CUDA
-    python -m vrt_spike.bench.vrt_attention --size 128 --frames 6 --dtype bf16 --device cuda
-    python -m vrt_spike.bench.vrt_attention --mode infer          # no_grad forward
-    VRT_OFFICIAL_DIR=/tmp/vrt_official python -m vrt_spike.bench.vrt_attention --impls sdpa explicit official
+    python benchmarks/vrt_attention.py                      # GoPro config, 1x6x3x64x64, CPU/CUDA
+    python benchmarks/vrt_attention.py --size 128 --frames 6 --dtype bf16 --device cuda
+    python benchmarks/vrt_attention.py --mode infer          # no_grad forward
+    VRT_OFFICIAL_DIR=/tmp/vrt_official python benchmarks/vrt_attention.py --impls sdpa explicit official
 """
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from vrt_spike.timing.clock import now_s, synchronize, time_callable
+from vrt_spike.timing.memory import PeakMemory
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "gopro": dict(
@@ -113,34 +114,6 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
     return model
 
 
-class _RssPeak:
-    """Peak RSS of this process over a ``with`` block, sampled by a background thread."""
-
-    def __init__(self, interval_s: float = 0.0005) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._interval = interval_s
-        self.baseline = self.peak = 0
-
-    def __enter__(self) -> "_RssPeak":
-        self.baseline = self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self._interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
 class _OpCounter(TorchDispatchMode):
     """Counts the aten ops one step dispatches below autograd (``ops``: host-side dispatch work),
     the ones among them that compute (``kernels``: all but views such as ``view``, ``transpose``,
@@ -164,7 +137,7 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(128 * 1024)}
+CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "8192"}  # the setting PeakMemory's CPU figure needs
 
 
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,53 +158,40 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     first_s = None  # the first step's time: for a compiled variant, mostly compilation
     for _ in range(args.warmup):
-        t0 = time.perf_counter()
+        t0 = now_s()
         step()
-        sync()
-        first_s = time.perf_counter() - t0 if first_s is None else first_s
-    times = []
+        synchronize(device)
+        first_s = now_s() - t0 if first_s is None else first_s
+    memory = PeakMemory(device)
+    if device.type == "cpu" and args.measure == "memory":  # a worker of its own, started with CPU_MEMORY_ENV
+        memory.reset()
+        step()
+        return {"impl": args.worker, "peak_mib": memory.rise() / 2**20}
+    memory.reset()
+    times = [ms / 1e3 for ms in time_callable(step, warmup=0, iters=args.steps, device=device)]
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() - base  # the timed steps give the peak too
+        peak = memory.rise() / 2**20  # the timed steps give the peak too
         mem_kind = "CUDA allocator peak above the pre-step allocation"
     else:
-        if args.measure == "memory":  # a worker of its own, started with CPU_MEMORY_ENV
-            with _RssPeak() as rss:
-                step()
-            return {"impl": args.worker, "peak_mib": (rss.peak - rss.baseline) / 2**20}
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
         peak = None  # measured by the memory worker
-        mem_kind = ("peak RSS above the pre-step RSS of one step in a separate worker whose allocations "
-                    ">= 128 KiB are mmapped (psutil, sampled every 0.5 ms)")
+        mem_kind = ("rise of the resident-set high-water mark over one step in a separate worker whose allocations "
+                    ">= 8 KiB are mmapped")
     counts = {"ops": None, "kernels": None, "fused_attn": None, "softmax": None}  # compiled: no aten dispatches
     if not compiled:
         counter = _OpCounter()
         with counter:  # one more step, untimed: the mode's Python hook would distort the timing
             step()
-        sync()
+        synchronize(device)
         counts = {"ops": counter.ops, "kernels": counter.kernels, "fused_attn": counter.fused, "softmax": counter.softmax}
     return {"impl": args.worker, "median_s": statistics.median(times), "times_s": times, "first_s": first_s,
-            "peak_mib": None if peak is None else peak / 2**20,
+            "peak_mib": peak,
             "memory": mem_kind, **counts}
 
 
 def _run_worker(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "vrt_spike.bench.vrt_attention", *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
                           env=None if env is None else {**os.environ, **env})
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {' '.join(argv)} failed:\n{proc.stderr}")

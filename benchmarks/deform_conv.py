@@ -1,23 +1,24 @@
 """CPU deformable convolution: torchvision's kernel vs ours, per call, at VRT alignment shapes.
 
-    python -m vrt_spike.bench.deform_conv [--pairs 4] [--channels 96] [--size 64] [--groups 16] [--threads 1 2]
+    python benchmarks/deform_conv.py [--pairs 4] [--channels 96] [--size 64] [--groups 16] [--threads 1 2]
 
 One call of VRT's flow-guided alignment at stage 1 of the GoPro config is 4 frame pairs x 96
 channels x 64 x 64 with 16 deformable groups (``Stage.align_pixels_per_call``). Prints the median
 forward, backward and no-grad forward time of both implementations at each thread count (fp32), and
-the relative L2 error of the output and of every gradient of both against torchvision in fp64.
+the relative L2 error of the output and of every gradient of both against torchvision in fp64
+(`tests/vrt/test_vrt_deform_conv.py` asserts the agreement). A benchmark script, not part of the
+package (it imports `vrt_spike`).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torchvision
 
 from vrt_spike.models.vrt.deform_conv import modulated_deform_conv2d
+from vrt_spike.timing.clock import Spread, time_callable
 
 NAMES = ("x", "offset", "mask", "weight", "bias")
 
@@ -37,12 +38,8 @@ def _torchvision(x, offset, mask, weight, bias):
 
 
 def _time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds per call of ``fn`` (CPU)."""
+    return Spread.of(time_callable(fn, warmup=0, iters=repeats, device=torch.device("cpu"))).median / 1e3
 
 
 def main() -> None:
