@@ -2,9 +2,10 @@
 # The one-shot GPU run on a bare GPU box that has torch (and lightning, einops, torchmetrics, ...)
 # but not the rest of the project's runtime dependencies: installs the carried wheels (`make wheels`
 # here puts them in .whl/), puts the repository itself on PYTHONPATH (no pip install of the
-# project), runs `python3 -m vrt_spike.bench.gpu_ladder`, then the CUDA tests. Everything it reports goes to $OUT
-# (default: benchmarks/): gpu_ladder.{csv,md}, gpu_ladder_optimizers.csv, gpu_ladder.log,
-# gpu_ladder_runs.tar.gz (per-rung logs and timing tables), pytest_cuda.log.
+# project), runs `python3 -m vrt_spike.bench.gpu_ladder` (each rung a `python3 -m vrt_spike.bench` run),
+# then the CUDA tests. Everything it reports goes to $OUT (default: benchmarks/): gpu_ladder.{csv,jsonl,md},
+# gpu_ladder_optimizers.csv, gpu_ladder.log, gpu_ladder_runs.tar.gz (per-rung logs, run dirs and timing
+# tables), pytest_cuda.log.
 #
 #   bash benchmarks/gpu_ladder.sh
 # Environment: LADDER_BUDGET_S (seconds for the ladder, default 450: with the tests it fits a
