@@ -19,29 +19,20 @@ out of memory at 256^2, its memory plan refusing it included):
     +reduce-overhead   model.compile_mode=reduce-overhead (CUDA graphs)
     opt@best, fast@best  model=opt and model=fast with the switches of the rung with the most samples/s
 
-A rung is `python -m vrt_spike.bench` with those overrides and `bench.label=<rung>
-bench.inference=false bench.out=<--out>`: train.py's own training step on one fixed batch, the
-timing callback's step times, the FLOPs and MFU, the peak memory beside the memory plan, the
-operators and kernels of a step, the warm-up (compilation included): one row of
-`vrt_spike.bench.results.FIELDS`, appended by the bench itself (an out-of-memory row too). Each
-rung is its own subprocess with a time limit, so an out-of-memory or a hung compilation takes only
-its rung down; a rung stopped at its limit or skipped gets a row saying so. The table
-(`<stem>.md`) is the bench's comparison table (`vrt_spike.bench.report`, speedup against
-`baseline`) with the plan's notes, and the optimizer table: `python -m vrt_spike.bench -m
-model=baseline,opt,fast bench.optimizer_figures=true` (`<stem>_optimizers.csv`).
+A rung is `python -m vrt_spike.bench <overrides> bench.label=<rung> bench.inference=false
+bench.out=<--out>` in its own subprocess with a time limit (an out-of-memory or a hung compilation
+takes only its rung down): the bench writes the rung's row of `vrt_spike.bench.results.FIELDS`
+itself, an out-of-memory row too; a rung stopped or skipped gets a row saying why. `<stem>.md` is
+the bench's comparison table (speedup against `baseline`), the plan's notes and the optimizer table
+of a `bench.optimizer_figures=true` multirun (`<stem>_optimizers.csv`). One inductor cache for
+all rungs. The budget (`--budget`): a rung's limit is its kind's cap or what is left, and it starts
+only when enough is left; the compile rungs run in what two eager rungs for `opt@best` and
+`fast@best` leave, and those take the best eager rung's switches when another compilation does not
+fit. A crop at which a rung of the same preset needing no more memory ran out is not tried again.
 
-All rungs share one inductor cache (`TORCHINDUCTOR_CACHE_DIR` under the work dir), so
-`+reduce-overhead` reuses the kernels `+compile` built. The whole ladder has a time budget
-(`--budget`): a rung's limit is its kind's cap or the budget left, and it starts only when enough
-is left; the compile rungs run only in what is left after two eager rungs' time is kept for
-`opt@best` and `fast@best`, which take the best eager rung's switches when the budget left cannot
-pay for another compilation. A crop at which a rung of the same preset that needs no more memory
-ran out of memory is not tried again.
-
-Output: `--out` (default `$OUT/gpu_ladder.csv` when `$OUT` is set, else `benchmarks/gpu_ladder.csv`)
-with its `.jsonl` sibling, `<stem>_optimizers.csv` and `<stem>.md`. Per-rung logs and run dirs stay
-in the work dir (`--work-dir`, default a new temp dir). `--smoke` runs the same plan with
-`model=tiny` for every preset at 48^2 (40^2 after an out-of-memory), clip 2, 2 timed steps, on the CPU.
+Output: `--out` (default `$OUT/gpu_ladder.csv`, else `benchmarks/gpu_ladder.csv`), its `.jsonl`,
+`<stem>_optimizers.csv` and `<stem>.md`; per-rung logs and run dirs in `--work-dir` (default a temp
+dir). `--smoke`: the same plan with `model=tiny` at 48^2 (then 40^2), clip 2, 2 timed steps, on the CPU.
 """
 from __future__ import annotations
 
@@ -196,9 +187,10 @@ class Ladder:
         path = jsonl_path_for(self.out)
         return read_jsonl(path) if path.is_file() else []
 
-    def row(self, rung: str) -> dict[str, Any] | None:
-        """The last row of `rung` (after an out-of-memory, its run at the next crop)."""
-        return next((r for r in reversed(self.rows) if r["label"] == rung), None)
+    def row(self, rung: str, ok: bool = False) -> dict[str, Any] | None:
+        """The last row of `rung` (after an out-of-memory, its run at the next crop); `ok`: None unless it measured."""
+        row = next((r for r in reversed(self.rows) if r["label"] == rung), None)
+        return None if row is None or (ok and row["status"] != "ok") else row
 
     def left_s(self) -> float:
         return self.profile.budget_s - (self.clock() - self.start)
@@ -259,13 +251,9 @@ class Ladder:
                  f"warm-up {last['warmup_s']:.1f} s")
         return last
 
-    def _ok(self, rung: str) -> dict[str, Any] | None:
-        row = self.row(rung)
-        return row if row is not None and row["status"] == "ok" else None
-
     def _faster(self, rungs: Sequence[str]) -> Switches:
         """The switches of the rung with the most samples/s among `rungs` that ran (else the last)."""
-        ran = [r for r in map(self._ok, rungs) if r is not None]
+        ran = [r for r in (self.row(n, ok=True) for n in rungs) if r is not None]
         return self.switches[max(ran, key=lambda r: r["train_samples_per_s"])["label"] if ran else rungs[-1]]
 
     def optimizer_table(self) -> None:
@@ -310,7 +298,7 @@ class Ladder:
         self._presets_at_best()
 
     def _presets_at_best(self) -> None:
-        ran = [r for r in map(self._ok, LADDER[:8]) if r is not None]
+        ran = [r for r in (self.row(n, ok=True) for n in LADDER[:8]) if r is not None]
         for role in ("opt", "fast"):
             rung = f"{role}@best"
             if not ran:
