@@ -183,3 +183,4 @@ def test_comparison_against_first_row() -> None:
     assert cmp[0]["train_speedup"] is None and cmp[1]["train_speedup"] == 1.0 and cmp[2]["train_speedup"] == 2.0
     line = next(line for line in comparison_table([oom, *rows]).splitlines() if line.startswith("| big |"))
     assert "| n/a |" in line and line.endswith("| oom: MemoryPlanError: needs 90 GiB |")
+    assert "MFU" not in comparison_table(rows)  # a column no row measured is left out

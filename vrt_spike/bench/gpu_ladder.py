@@ -148,7 +148,7 @@ def run_bench(overrides: Sequence[str], log_path: Path, timeout_s: float, env: M
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return f"timeout: stopped after {timeout_s:.0f} s at `{_last_line(log_path)}` (log {log_path})"
+            return f"timeout: stopped after {timeout_s:.0f} s (log {log_path})"
     return None if code == 0 else f"exit code {code}: {_last_line(log_path)} (log {log_path})"
 
 

@@ -54,13 +54,18 @@ def compare_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row["mem_saving"] = None if mem is None or not base_mem else 1.0 - mem / base_mem
         if row.get("kernels_per_step") is not None:
             row["kernels_per_step"] = int(row["kernels_per_step"])
+        if row.get("checkpointing"):  # vrt.use_checkpoint_attn+fusion.use_checkpoint -> vrt.attn+fusion
+            row["checkpointing"] = str(row["checkpointing"]).replace(".use_checkpoint_", ".").replace(".use_checkpoint", "")
         out.append(row)
     return out
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown of `compare_rows(rows)` (first measured row = baseline)."""
-    return markdown_table(COMPARISON_COLUMNS, compare_rows(rows), formats={c: spec for c, _, spec in COMPARISON if spec},
+    """Markdown of `compare_rows(rows)` (first measured row = baseline), without the columns no row
+    measured (the inference columns of a ladder, MFU without a peak)."""
+    compared = compare_rows(rows)
+    columns = [c for c in COMPARISON_COLUMNS if any(r[c] is not None for r in compared)]
+    return markdown_table(columns, compared, formats={c: spec for c, _, spec in COMPARISON if spec},
                           headers={c: title for c, title, _ in COMPARISON}, right=NUMBERS)
 
 
