@@ -23,7 +23,7 @@ def _figures() -> tuple[TrainFigures, InferFigures]:
     train = TrainFigures(step_ms=Spread.of([40.0, 41.0, 42.0]), flops=6_000_000, deform_flops=1000,
                          peak_bytes=300 * 2**20, mem_kind="cpu_tensors_rss_rise", stages=stages,
                          planned_bytes=290 * 2**20, warmup_s=3.5, ops_per_step=900, kernels_per_step=950,
-                         optimizer="AdamW (fused)")
+                         optimizer="AdamW (fused)", params=1234)
     infer = InferFigures(ms=Spread.of([10.0, 11.0, 12.0]), flops=2_000_000, peak_bytes=100 * 2**20, params=1234)
     return train, infer
 
@@ -63,7 +63,7 @@ def test_training_only_row_and_failure_status() -> None:
     memory (or that its memory plan refused) is `oom`, anything else `failed`, with the reason."""
     train, _ = _figures()
     row = make_row(META, SHAPE, device=torch.device("cpu"), precision="32", warmup=1, train=train, infer=None)
-    assert row["infer_ms_median"] is None and row["params"] is None and row["train_step_ms_median"] == 41.0
+    assert row["infer_ms_median"] is None and row["params"] == 1234 and row["train_step_ms_median"] == 41.0
     assert "n/a" in print_report(row)
 
     class MemoryPlanError(RuntimeError):

@@ -157,7 +157,7 @@ def test_full_smoke_ladder_through_the_cli(tmp_path: Path) -> None:
     for r in rows:
         assert r["status"] == "ok", (r["label"], r["status"])
         blanks = {k for k, v in r.items() if v == ""}
-        assert blanks <= {"sweep_id", "overrides", "params"} | {k for k in FIELDS if k.startswith("infer_")}, blanks
+        assert blanks <= {"sweep_id", "overrides"} | {k for k in FIELDS if k.startswith("infer_")}, blanks
         step_ms = float(r["train_step_ms_median"])
         assert float(r["train_samples_per_s"]) == pytest.approx(int(r["batch_size"]) / (step_ms / 1e3), rel=1e-5)
         assert float(r["train_mfu"]) == pytest.approx(float(r["train_flops_per_step"]) / (step_ms / 1e3) / 1e12, rel=1e-5)

@@ -119,6 +119,7 @@ class TrainFigures:
     ops_per_step: int | None = None  # counted on the last warm-up step (bench.warmup >= 2)
     kernels_per_step: int | None = None
     optimizer: str | None = None  # what ran, e.g. "AdamW (fused)"
+    params: int | None = None  # the network's parameters
 
 
 def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | None = None) -> TrainFigures:
@@ -158,7 +159,7 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
         deform_flops=sum(probe["flops_by_op"].get(op, 0) for op in deform_conv_op_names()),
         peak_bytes=int(probe["peak_bytes"]), mem_kind=probe["mem_kind"], stages=stages,
         planned_bytes=probe["planned_peak_bytes"], warmup_s=probe["warmup_s"], ops_per_step=probe["ops_per_step"],
-        kernels_per_step=probe["kernels_per_step"], optimizer=probe["optimizer"])
+        kernels_per_step=probe["kernels_per_step"], optimizer=probe["optimizer"], params=probe["params"])
 
 
 @dataclass(frozen=True)
@@ -251,13 +252,14 @@ def make_row(meta: Mapping[str, Any], shape: Mapping[str, int], *, device: torch
         "train_tflops_per_s": train.flops / train_s / 1e12, "peak_tflops": peak.tflops, "peak_source": peak.source,
         "train_mfu": mfu(train.flops, train_s, peak.tflops), "ops_per_step": train.ops_per_step,
         "kernels_per_step": train.kernels_per_step, "optimizer": train.optimizer or row["optimizer"],
+        "params": train.params,
         "top_regions": "; ".join(f"{s.region} {s.self_ms:.1f}" for s in top_regions(train.stages, 3)) or None,
         "stage_ms": {st.region: st.p50_ms for st in train.stages},
     })
     if infer is not None:
         infer_s = infer.ms.median / 1e3
         row.update({
-            "params": infer.params, "infer_ms_median": infer.ms.median, "infer_ms_p10": infer.ms.p10,
+            "infer_ms_median": infer.ms.median, "infer_ms_p10": infer.ms.p10,
             "infer_ms_p90": infer.ms.p90, "infer_samples_per_s": b / infer_s, "infer_frames_per_s": frames / infer_s,
             "infer_peak_mem_mib": infer.peak_bytes / MIB, "infer_flops_per_forward": infer.flops,
             "infer_tflops_per_s": infer.flops / infer_s / 1e12, "infer_mfu": mfu(infer.flops, infer_s, peak.tflops),
@@ -318,7 +320,7 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path | None) -> str:
 # Hydra entry point
 
 # bench.* keys that do not change what is measured, left out of a row's label.
-_LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.breakdown", "bench.callbacks",
+_LABEL_EXCLUDED = ("hydra.", "bench.out", "bench.warmup", "bench.iters", "bench.callbacks",
                    "bench.compare", "bench.peak_tflops", "bench.label", "bench.inference", "seed")
 
 

@@ -108,7 +108,7 @@ class StepProbe(L.Callback):
             warm-up ends (parameters, gradients, optimizer states, the batch) plus the process's RSS
             rise over the timed batches, exact with ``MALLOC_MMAP_THRESHOLD_`` set, see PeakMemory),
             ``planned_peak_bytes`` (the fit's memory plan, ``memory_plan.json``, when it made one),
-            ``optimizer``; with ``count_flops``, ``flops_per_step`` and ``flops_by_op``; with
+            ``optimizer``, ``params`` (the network's); with ``count_flops``, ``flops_per_step`` and ``flops_by_op``; with
             ``count_ops``, ``ops_per_step`` and ``kernels_per_step`` (else None).
         count_flops: count the FLOPs of the first warm-up step (`vrt_spike.bench.flops`: forward,
             loss, backward with its recomputation, optimizer step). A compiled network runs that
@@ -215,6 +215,7 @@ class StepProbe(L.Callback):
             "mem_kind": self._memory.kind,
             "planned_peak_bytes": json.loads(plan.read_text())["peak_bytes"] if plan.is_file() else None,
             "optimizer": describe_optimizer(trainer.optimizers[0]) if trainer.optimizers else None,
+            "params": sum(p.numel() for p in getattr(pl_module, "net", pl_module).parameters()),
             "ops_per_step": None, "kernels_per_step": None, "flops_per_step": None, "flops_by_op": {},
             **self._figures,
         }
