@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
-from vrt_spike.lit.inference import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, evaluate, load_for_inference
+from vrt_spike.lit.checkpoint_loading import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, load_for_inference
+from vrt_spike.lit.evaluation import evaluate
 from vrt_spike.lit.training import train
 from vrt_spike.predict import predict
 
@@ -133,7 +134,7 @@ def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(trained: Path, 
         name = "given" if given else "taken"
         ev = [*_eval_overrides(synthetic_root, tmp_path / f"evaluate_{name}"), "data.eval_crop_size=null",
               f"ckpt_path={trained}", "save_images=true", *given]
-        with caplog.at_level(logging.INFO, logger="vrt_spike.lit.inference"):
+        with caplog.at_level(logging.INFO, logger="vrt_spike.lit.checkpoint_loading"):
             evaluate(compose_cfg("evaluate", ev), overrides=ev)
         taken = [r.getMessage() for r in caplog.records if "spike settings of the checkpoint" in r.getMessage()]
         assert len(taken) == 1 and ("data.num_bins=8 (config: 32)" in taken[0]) == (not given), taken  # logged once

@@ -10,8 +10,8 @@ from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
 from vrt_spike.data import layout
 from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
+from vrt_spike.lit.evaluation import evaluate
 from vrt_spike.lit.module import score_frames
-from vrt_spike.lit.inference import evaluate
 from vrt_spike.lit.verdict import verdict
 
 
