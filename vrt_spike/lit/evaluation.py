@@ -39,11 +39,12 @@ class SavePredictions(Callback):
                 write_png(self.out_dir / clip / f"{int(batch['frame_start'][s]) + t:06d}.png", frame)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], keys: list[str], names: dict[str, str]) -> None:
+    """``rows``' ``keys`` columns, then each metric ``m`` of ``names`` as the column ``names[m]``."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer = csv.DictWriter(buf, fieldnames=[*keys, *names.values()])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**{k: r[k] for k in keys}, **{name: r[m] for m, name in names.items()}} for r in rows)
     write_text_atomically(path, buf.getvalue())
 
 
@@ -53,8 +54,6 @@ EVAL_SPLITS = ("val", "test")
 def _split_loader(cfg: DictConfig, split: str) -> tuple[DataLoader, Split]:
     """The DataModule's loader of ``split`` (val or test): every whole clip of it, one per batch, with
     the spike floor; the frames validation (val) and ``test=true`` (test) score in a training run."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"evaluate.py split must be one of {EVAL_SPLITS}, got {split!r}")
     # The DataModule only builds the embedded synthetic set when it is missing (data.build_if_missing).
     datamodule = hydra.utils.instantiate(cfg.data, cache=False, _convert_="all")
     datamodule.prepare_data()
@@ -73,7 +72,9 @@ def _floor_frames(loader: DataLoader) -> list[dict[str, Any]]:
 
 def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-clip and mean PSNR/SSIM on ``cfg.split`` (test by default; val gives a run's val figure):
-    printed, and written to ``out_csv``.
+    printed, and written to ``out_csv``, every figure named by the split it scores (``test/psnr``,
+    ``val/psnr``, ...) as the module logs it. The returned ``clips`` and ``mean`` are keyed by metric,
+    beside ``split``.
 
     ``method=checkpoint`` (default) scores ``ckpt_path``; ``method=sdm|tfp`` scores that non-learned
     reading of the spike stream (:mod:`vrt_spike.models.spike_floor`) on the same frames. Every
@@ -86,6 +87,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     set_tf32(cfg.get("tf32", True))
     method = cfg.get("method", "checkpoint")
     split_role = str(cfg.get("split", "test"))
+    if split_role not in EVAL_SPLITS:
+        raise ValueError(f"evaluate.py split must be one of {EVAL_SPLITS}, got {split_role!r}")
     restored = "no network"
     if method in FLOOR_METHODS:
         with open_dict(cfg):
@@ -102,7 +105,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
         loader, split = _split_loader(cfg, split_role)
-        trainer.test(module, dataloaders=loader)
+        module.scored_split = split_role
+        # Lightning's own table would head val figures "Test metric": the one below names the split.
+        trainer.test(module, dataloaders=loader, verbose=False)
         frames, is_zero = module.test_frames, trainer.is_global_zero
         restored = describe_tile(module.hparams.tile)
     else:
@@ -111,17 +116,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     n = len(frames)
     rows = [*clips, {"clip": "mean (all frames)", "frames": n, **mean}]
     if is_zero:
-        metrics = [m for m in FRAME_METRICS if m in mean]
+        names = {m: f"{split_role}/{m}" for m in FRAME_METRICS if m in mean}
         out_csv = Path(cfg.out_csv)
-        _write_csv(out_csv, rows, ["clip", "frames", *metrics])
-        _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame", *metrics])
+        _write_csv(out_csv, rows, ["clip", "frames"], names)
+        _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame"], names)
         width = max(len(r["clip"]) for r in rows)
-        heads = {"psnr": "PSNR", "ssim": "SSIM", "psnr_input": "PSNR(input)", "psnr_spike_floor": "PSNR(floor)"}
         print(f"\n{method if method != 'checkpoint' else cfg.ckpt_path} on the {split.describe()} split "
               f"({restored})")
-        print(f"{'clip':<{width}}  frames  " + "  ".join(f"{heads[m]:>11}" for m in metrics))
+        print(f"{'clip':<{width}}  frames  " + "  ".join(f"{name:>11}" for name in names.values()))
         for r in rows:
-            print(f"{r['clip']:<{width}}  {r['frames']:>6}  " + "  ".join(f"{r[m]:>11.4f}" if m == "ssim" else f"{r[m]:>11.2f}"
-                                                                      for m in metrics))
+            print(f"{r['clip']:<{width}}  {r['frames']:>6}  " + "  ".join(
+                f"{r[m]:>{max(11, len(name))}.{4 if m == 'ssim' else 2}f}" for m, name in names.items()))
         print(f"written: {out_csv}", flush=True)
     return {"clips": clips, "mean": mean, "csv": str(cfg.out_csv), "split": split.describe()}
