@@ -101,14 +101,19 @@ def _run(cmd: list[str], log: Path, threads: int) -> None:
         raise RuntimeError(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}); log {log}:\n{tail}")
 
 
-def read_mean(metrics_csv: Path) -> dict[str, float]:
-    """The ``mean (all frames)`` row of an ``evaluate.py`` metrics.csv."""
+def read_mean(metrics_csv: Path, split: str) -> dict[str, float]:
+    """The ``mean (all frames)`` row of an ``evaluate.py split=<split>`` metrics.csv: ``frames`` and its
+    ``<split>/<metric>`` columns, keyed by metric."""
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     mean = [r for r in rows if r["clip"] == "mean (all frames)"]
     if len(mean) != 1:
         raise ValueError(f"{metrics_csv}: expected one 'mean (all frames)' row, got {len(mean)}")
-    return {k: float(v) for k, v in mean[0].items() if k != "clip"}
+    prefix = f"{split}/"
+    figures = {k[len(prefix):]: float(v) for k, v in mean[0].items() if k.startswith(prefix)}
+    if not figures:
+        raise ValueError(f"{metrics_csv}: expected the {split} split's {prefix}<metric> columns, got {list(mean[0])}")
+    return {"frames": float(mean[0]["frames"]), **figures}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -126,7 +131,7 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
     out = task.run_dir / "evaluate_test"
     _run(evaluate_command(summary["best_ckpt"], out, "test", task.overrides), task.run_dir / "evaluate_stdout.log",
          threads)
-    mean = read_mean(out / "metrics.csv")
+    mean = read_mean(out / "metrics.csv", "test")
     result = {"seed": task.seed, "variant": task.variant, "run_dir": str(task.run_dir),
               "best_ckpt": summary["best_ckpt"], "best_val_psnr": summary["best_val_psnr"],
               "val_split": summary["val_split"], "test_split": summary["test_split"],
@@ -275,7 +280,7 @@ def window_study(out: Path, *, seeds: Sequence[int] | None = None, splits: Seque
         if not (target / "metrics.csv").is_file():
             _run(evaluate_command(r["best_ckpt"], target, split, overrides, tile=(w, o)), target.with_suffix(".log"),
                  threads)
-        m = read_mean(target / "metrics.csv")
+        m = read_mean(target / "metrics.csv", split)
         return {"seed": r["seed"], "variant": r["variant"], "split": split, "window": w, "overlap": o, **m}
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
