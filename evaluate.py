@@ -15,7 +15,7 @@ import vrt_spike.lit  # noqa: E402,F401  (registers the resolvers conf/ uses)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from vrt_spike.lit.inference import evaluate
+    from vrt_spike.lit.evaluation import evaluate
 
     evaluate(cfg)
 

@@ -9,10 +9,11 @@ bf16-mixed, checkpointing as shipped, every switch on and every switch off
 and 2 and the largest batch that fits a 48 GB card less the 2 GiB reserve
 (`vrt_spike.lit.memory_fit.solve`).
 
-`levers`: each lever that lowers the memory of a preset, priced in memory by the plan (the
-preset at 6 x 256^2, its own batch) and in time by `python -m vrt_spike.bench` on this CPU
-(train.py's own step at 2 x 64^2, batch 1: what a CPU can run; the ratio to the preset's step
-is the price). Prints markdown tables for docs/PERFORMANCE.md.
+`levers`: each lever that lowers the memory of the baseline preset, priced in memory by the plan
+(at 6 x 256^2, the preset's batch) and in time by `python -m vrt_spike.bench` on this CPU
+(train.py's own step at 2 x 64^2, batch 1: what a CPU can run): the step time per sample and the
+executed FLOPs per sample (recomputation included: the price of a checkpoint, whatever the
+machine's load), each against the preset's. Prints markdown tables for docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ LEVERS = {
 }
 
 
-def bench_step_ms(overrides: list[str], work: Path) -> float:
+def bench_row(overrides: list[str], work: Path) -> dict:
     out = work / f"run{len(list(work.iterdir()))}"
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, "-m", "vrt_spike.bench", "model=baseline", *CPU_SHAPE, *overrides,
@@ -92,14 +93,13 @@ def bench_step_ms(overrides: list[str], work: Path) -> float:
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{overrides} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    row = json.loads((out / "rows.jsonl").read_text().splitlines()[-1])
-    return float(row["train_step_ms_median"]) / int(row["batch_size"])  # per sample
+    return json.loads((out / "rows.jsonl").read_text().splitlines()[-1])
 
 
 def levers() -> None:
     print("| lever (model=baseline) | overrides | planned peak at 6 x 256^2 GiB | CPU ms per sample at 2 x 64^2 | "
-          "time vs the preset |")
-    print("|---|---|---:|---:|---:|")
+          "time vs the preset | GFLOP per sample | FLOPs vs the preset |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     base = composed(["model=baseline", *USERS])
     reference = None
     with tempfile.TemporaryDirectory(prefix="memory_levers_") as tmp:
@@ -110,10 +110,13 @@ def levers() -> None:
                            else composed(["model=baseline", *USERS, *overrides]))
             peak = plan_training_step(planned_cfg).peak_bytes
             bench = ([f"bench.checkpointing={lever}"] if isinstance(lever, str) else overrides)
-            ms = bench_step_ms(bench, Path(tmp))
-            reference = reference or ms
+            row = bench_row(bench, Path(tmp))
+            ms = float(row["train_step_ms_median"]) / int(row["batch_size"])
+            flops = float(row["train_flops_per_step"]) / int(row["batch_size"])
+            reference = reference or (ms, flops)
             shown = " ".join(overrides) if len(overrides) <= 3 else f"{len(overrides)} switches"
-            print(f"| {name} | `{shown}` | {peak / GIB:.1f} | {ms:.0f} | {ms / reference:.2f} x |", flush=True)
+            print(f"| {name} | `{shown}` | {peak / GIB:.1f} | {ms:.0f} | {ms / reference[0]:.2f} x | "
+                  f"{flops / 1e9:.0f} | {flops / reference[1]:.2f} x |", flush=True)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from vrt_spike.data.layout import Clip, discover
 from vrt_spike.data.transforms import upsample_spike
 from vrt_spike.data.writers import side_by_side, to_uint8, write_mp4, write_png
 from vrt_spike.lit.module import DeblurModule
-from vrt_spike.lit.inference import load_for_inference
+from vrt_spike.lit.checkpoint_loading import load_for_inference
 from vrt_spike.lit.runtime import set_tf32
 from vrt_spike.restore import forward_calls
 from vrt_spike.timing.clock import now_s

@@ -6,20 +6,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DistributedSampler
 
 from vrt_spike.data.datamodule import SpikeDeblurDataModule
 from vrt_spike.data.synthesize import MANIFEST
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 KEYS = {"blur", "sharp", "spike", "clip", "frame_start", "timings"}
 
 
 def _dm(root, **kwargs) -> SpikeDeblurDataModule:
     args = dict(root=str(root), clip_len=3, crop_size=16, num_bins=4, batch_size=2, num_workers=0) | kwargs
     return SpikeDeblurDataModule(**args)
+
+
+def _data_config(name: str, data_dir: Path | str) -> DictConfig:
+    """``conf/data/<name>.yaml`` composed as the app composes it (with the base in its defaults list)."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(overrides=[f"+data={name}", f"+paths.data_dir={data_dir}"])
 
 
 def _check_batch(batch: dict, b: int, t: int, k: int, hw: tuple[int, int], cache: bool) -> None:
@@ -87,7 +94,7 @@ def test_missing_root_without_build_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", ["synthetic", "gopro_spike"])
 def test_config_instantiates_the_datamodule(name, tiny_root):
-    cfg = OmegaConf.create({"paths": {"data_dir": "/data"}, "data": OmegaConf.load(CONF / f"{name}.yaml")})
+    cfg = _data_config(name, "/data")
     assert cfg.data.root.startswith("/data/")
     for key in ("root", "clip_len", "crop_size", "num_bins", "representation", "batch_size", "num_workers",
                 "pin_memory", "persistent_workers", "cache"):
@@ -98,7 +105,7 @@ def test_config_instantiates_the_datamodule(name, tiny_root):
 
 
 def test_synthetic_config_builds_on_first_use(tmp_path, tiny_cfg):
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF / "synthetic.yaml")})
+    cfg = _data_config("synthetic", tmp_path)
     cfg.data.synthetic = dataclasses.asdict(tiny_cfg)
     dm = instantiate(cfg.data, crop_size=16, num_bins=4, num_workers=0, cache=False)
     dm.prepare_data()

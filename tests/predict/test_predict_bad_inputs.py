@@ -14,7 +14,7 @@ from vrt_spike.data.footage import FootageError, folder_clip
 from vrt_spike.data.layout import LayoutError
 from vrt_spike.atomic import atomic_path
 from vrt_spike.data.writers import write_mp4, write_png
-from vrt_spike.lit.inference import load_for_inference
+from vrt_spike.lit.checkpoint_loading import load_for_inference
 from vrt_spike.predict import input_clips, predict
 
 

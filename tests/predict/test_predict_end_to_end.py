@@ -10,7 +10,8 @@ import pytest
 import torch
 from predict_support import SYNTH, compose_cfg, read_png, write_footage
 
-from vrt_spike.lit.inference import evaluate, load_for_inference
+from vrt_spike.lit.checkpoint_loading import load_for_inference
+from vrt_spike.lit.evaluation import evaluate
 from vrt_spike.data.footage import SpikeReading, read_spikes
 from vrt_spike.predict import input_clips, predict, predict_footage
 

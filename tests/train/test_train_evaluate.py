@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
-from vrt_spike.lit.inference import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, evaluate, load_for_inference
+from vrt_spike.lit.checkpoint_loading import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, load_for_inference
+from vrt_spike.lit.evaluation import evaluate
 from vrt_spike.lit.training import train
 from vrt_spike.predict import predict
 
@@ -71,20 +72,23 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
     assert len(frames) == 2 * 6   # every frame of the 2 test clips, once
     mean = rows[-1]
     assert mean["clip"] == "mean (all frames)" and int(mean["frames"]) == 12
-    assert all(float(f["psnr_spike_floor"]) > 0 for f in frames)  # the floor beside every restored frame
+    assert all(float(f["test/psnr_spike_floor"]) > 0 for f in frames)  # the floor beside every restored frame
     for m in ("psnr", "ssim", "psnr_input", "psnr_spike_floor"):
-        assert float(mean[m]) == pytest.approx(sum(float(f[m]) for f in frames) / 12, rel=1e-6)
-        assert float(mean[m]) == pytest.approx(result["mean"][m], rel=1e-6)
+        assert float(mean[f"test/{m}"]) == pytest.approx(sum(float(f[f"test/{m}"]) for f in frames) / 12, rel=1e-6)
+        assert float(mean[f"test/{m}"]) == pytest.approx(result["mean"][m], rel=1e-6)
     for r in rows[:-1]:
-        clip_frames = [float(f["psnr"]) for f in frames if f["clip"] == r["clip"]]
-        assert float(r["psnr"]) == pytest.approx(sum(clip_frames) / len(clip_frames), rel=1e-6)
+        clip_frames = [float(f["test/psnr"]) for f in frames if f["clip"] == r["clip"]]
+        assert float(r["test/psnr"]) == pytest.approx(sum(clip_frames) / len(clip_frames), rel=1e-6)
     assert len(list((tmp_path / "images").rglob("*.png"))) == 12
-    assert "mean (all frames)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mean (all frames)" in out and "test/psnr_spike_floor" in out
 
 
-def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_root: Path, tmp_path: Path) -> None:
+def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_root: Path, tmp_path: Path,
+                                                     capsys) -> None:
     """One restoration for every score: each checkpoint's val/psnr (logged in training, restored as its
-    module.tile says) is what `evaluate.py split=val` gives on the same checkpoint, within 0.01 dB."""
+    module.tile says) is what `evaluate.py split=val` gives on the same checkpoint, within 0.01 dB; and
+    every figure it logs, prints and writes is named val/..., none test/...."""
     checkpoints = sorted((Path(selected["run_dir"]) / "checkpoints").glob("best-*.ckpt"))
     assert len(checkpoints) == 2  # the validations at steps 2 and 4
     scores = {}
@@ -93,9 +97,19 @@ def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_r
         state = torch.load(path, map_location="cpu", weights_only=False)["callbacks"]
         (saved,) = [s["best_k_models"] for k, s in state.items() if k.startswith("ModelCheckpoint") and "val/psnr" in k]
         scores[str(path)] = float(saved[str(path)])
-        cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path / str(i)), f"ckpt_path={path}", "split=val"])
+        out = tmp_path / str(i)
+        logger = f"trainer.logger={{_target_: lightning.pytorch.loggers.CSVLogger, save_dir: {out / 'logged'}}}"
+        cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, out), f"ckpt_path={path}", "split=val", logger])
         result = evaluate(cfg)
         assert result["split"] == "val" and result["mean"]["psnr"] == pytest.approx(scores[str(path)], abs=0.01)
+        names = [f"val/{m}" for m in ("psnr", "ssim", "psnr_input", "psnr_spike_floor")]
+        (logged,) = _read(next((out / "logged").rglob("metrics.csv")))
+        assert set(names) <= set(logged) and float(logged["val/psnr"]) == pytest.approx(result["mean"]["psnr"], rel=1e-6)
+        for table in ("metrics.csv", "metrics_frames.csv"):
+            assert list(_read(out / table)[0])[2:] == names, table
+        printed = capsys.readouterr().out
+        assert all(name in printed for name in names) and "on the val split" in printed
+        assert not any(f"test/{m}" in text for m in ("psnr", "ssim") for text in (printed, *logged))
     assert selected["best_val_psnr"] == pytest.approx(max(float(v) for v in scores.values()))
     assert selected["best_ckpt"] == max(scores, key=lambda p: float(scores[p]))
 
@@ -133,7 +147,7 @@ def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(trained: Path, 
         name = "given" if given else "taken"
         ev = [*_eval_overrides(synthetic_root, tmp_path / f"evaluate_{name}"), "data.eval_crop_size=null",
               f"ckpt_path={trained}", "save_images=true", *given]
-        with caplog.at_level(logging.INFO, logger="vrt_spike.lit.inference"):
+        with caplog.at_level(logging.INFO, logger="vrt_spike.lit.checkpoint_loading"):
             evaluate(compose_cfg("evaluate", ev), overrides=ev)
         taken = [r.getMessage() for r in caplog.records if "spike settings of the checkpoint" in r.getMessage()]
         assert len(taken) == 1 and ("data.num_bins=8 (config: 32)" in taken[0]) == (not given), taken  # logged once

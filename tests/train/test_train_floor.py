@@ -10,8 +10,8 @@ from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
 
 from vrt_spike.data import layout
 from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
+from vrt_spike.lit.evaluation import evaluate
 from vrt_spike.lit.module import score_frames
-from vrt_spike.lit.inference import evaluate
 from vrt_spike.lit.verdict import verdict
 
 
@@ -33,7 +33,7 @@ def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_ro
     rows, frames = _read(tmp_path / "metrics.csv"), _read(tmp_path / "metrics_frames.csv")
     assert len(frames) == 2 * 6 and rows[-1]["clip"] == "mean (all frames)" and len(rows) == 3
     # the reading *is* the restoration here: its PSNR column and the floor column agree
-    assert all(float(f["psnr"]) == pytest.approx(float(f["psnr_spike_floor"])) for f in frames)
+    assert all(float(f["test/psnr"]) == pytest.approx(float(f["test/psnr_spike_floor"])) for f in frames)
     # equal to the reading computed straight from the whole clips, frame by frame
     ds = ClipDataset(layout.discover(synthetic_root, "test"), SpikeReading.from_data_config(cfg.data),
                      floor=FloorReading(method, float(cfg.data.sharp_instant), float(cfg.data.sharp_width)))
@@ -41,7 +41,7 @@ def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_ro
     for s in ds:
         batch = {k: (v[None] if hasattr(v, "ndim") else [v]) for k, v in s.items()}
         direct += score_frames(s["spike_floor"][None], batch)
-    assert [float(f["psnr"]) for f in frames] == pytest.approx([r["psnr"] for r in direct], abs=1e-4)
+    assert [float(f["test/psnr"]) for f in frames] == pytest.approx([r["psnr"] for r in direct], abs=1e-4)
     assert result["mean"]["psnr"] > result["mean"]["psnr_input"]  # the spikes sharpen the blur
     assert method in capsys.readouterr().out
 

@@ -149,6 +149,9 @@ class DeblurModule(L.LightningModule):
         self._frozen_for_steps: list[tuple[int, list[nn.Parameter]]] = []  # set by setup("fit")
         self._skipped_reported = 0
         self._test_rows: list[dict[str, Any]] = []
+        # The split a test run scores, the prefix of the figures on_test_epoch_end logs: test
+        # (train.py's test=true); evaluate.py split=val sets val, so val figures never read as test ones.
+        self.scored_split = "test"
         self.test_frames: list[dict[str, Any]] = []
         self.test_clips: list[dict[str, Any]] = []
 
@@ -323,6 +326,7 @@ class DeblurModule(L.LightningModule):
         return pred
 
     def on_test_epoch_end(self) -> None:
+        """Gathers every rank's rows and logs their means as ``<scored_split>/<metric>``."""
         rows = self._test_rows
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
@@ -333,4 +337,4 @@ class DeblurModule(L.LightningModule):
         self.test_frames = [unique[k] for k in sorted(unique)]
         self.test_clips, mean = summarise_frames(self.test_frames)
         for m, value in mean.items():
-            self.log(f"test/{m}", value, sync_dist=False, rank_zero_only=True)
+            self.log(f"{self.scored_split}/{m}", value, sync_dist=False, rank_zero_only=True)

@@ -1,49 +1,25 @@
-"""Inference from a checkpoint: loading it with its run's settings (`load_for_inference`, used by evaluate.py and predict.py) and scoring it on a whole split (`evaluate`, what `evaluate.py` does)."""
+"""Loading a checkpoint for inference with its training run's settings (`load_for_inference`, used by
+evaluate.py and predict.py): its model config, its restoration window and its spike settings."""
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
-import lightning as L
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader
 
-from vrt_spike.atomic import write_text_atomically
 from vrt_spike.data.footage import FloorReading, SpikeReading
-from vrt_spike.data.writers import to_uint8, write_png
-from vrt_spike.data.splits import Split
-from vrt_spike.lit.module import FRAME_METRICS, DeblurModule, build_net, score_frames, summarise_frames
-from vrt_spike.lit.runtime import set_tf32, task_overrides
-from vrt_spike.models.spike_floor import FLOOR_METHODS
-from vrt_spike.restore import describe_tile
+from vrt_spike.lit.module import DeblurModule, build_net
+from vrt_spike.lit.runtime import task_overrides
 
-__all__ = ["evaluate", "load_for_inference", "take_checkpoint_data", "CHECKPOINT_DATA_KEYS", "TILE_FROM_CHECKPOINT", "SavePredictions"]
+__all__ = ["load_for_inference", "take_checkpoint_data", "CHECKPOINT_DATA_KEYS", "TILE_FROM_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
-
-
-class SavePredictions(Callback):
-    """Writes each restored test frame to ``<out_dir>/<clip>/<frame:06d>.png``."""
-
-    def __init__(self, out_dir: str | os.PathLike) -> None:
-        self.out_dir = Path(out_dir)
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        for s, clip in enumerate(batch["clip"]):
-            for t, frame in enumerate(to_uint8(outputs[s])):
-                write_png(self.out_dir / clip / f"{int(batch['frame_start'][s]) + t:06d}.png", frame)
 
 
 def _read_checkpoint(path: Path) -> Any:
@@ -165,90 +141,3 @@ def load_for_inference(cfg: DictConfig, overrides: Sequence[str] | None = None) 
     return DeblurModule(model=cfg.model, optim={"name": "adamw", "lr": 1e-4}, net=net,
                         tile=OFFICIAL_VRT_TILE if from_ckpt else tile, log_images=False)
 
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomically(path, buf.getvalue())
-
-
-EVAL_SPLITS = ("val", "test")
-
-
-def _split_loader(cfg: DictConfig, split: str) -> tuple[DataLoader, Split]:
-    """The DataModule's loader of ``split`` (val or test): every whole clip of it, one per batch, with
-    the spike floor; the frames validation (val) and ``test=true`` (test) score in a training run."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"evaluate.py split must be one of {EVAL_SPLITS}, got {split!r}")
-    # The DataModule only builds the embedded synthetic set when it is missing (data.build_if_missing).
-    datamodule = hydra.utils.instantiate(cfg.data, cache=False, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup("validate" if split == "val" else "test")
-    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    return loader, datamodule.splits[split]
-
-
-def _floor_frames(loader: DataLoader) -> list[dict[str, Any]]:
-    """Per-frame rows of the non-learned spike reading the loader carries (no network, no Lightning)."""
-    rows: list[dict[str, Any]] = []
-    for batch in loader:
-        rows += score_frames(batch["spike_floor"], batch)
-    return rows
-
-
-def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
-    """Per-clip and mean PSNR/SSIM on ``cfg.split`` (test by default; val gives a run's val figure):
-    printed, and written to ``out_csv``.
-
-    ``method=checkpoint`` (default) scores ``ckpt_path``; ``method=sdm|tfp`` scores that non-learned
-    reading of the spike stream (:mod:`vrt_spike.models.spike_floor`) on the same frames. Every
-    restored frame stands beside its blurry input and the spike floor (``data.spike_floor``).
-    A train.py checkpoint brings its run's spike settings (:func:`load_for_inference`, which reads
-    ``overrides``: the command line's, default this Hydra run's).
-    """
-    output_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-    set_tf32(cfg.get("tf32", True))
-    method = cfg.get("method", "checkpoint")
-    split_role = str(cfg.get("split", "test"))
-    restored = "no network"
-    if method in FLOOR_METHODS:
-        with open_dict(cfg):
-            cfg.data.spike_floor = method
-        loader, split = _split_loader(cfg, split_role)
-        frames, is_zero = _floor_frames(loader), True
-    elif method == "checkpoint":
-        if cfg.get("ckpt_path") is None:
-            raise ValueError("evaluate.py method=checkpoint needs ckpt_path=<file> (a train.py .ckpt or an official VRT "
-                             "release); or score a non-learned spike reading with method=sdm or method=tfp")
-        module = load_for_inference(cfg, overrides)
-        with open_dict(cfg):
-            cfg.model = module.hparams.model  # the network the checkpoint holds
-        callbacks: list[Callback] = [SavePredictions(output_dir / "images")] if cfg.save_images else []
-        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks)
-        loader, split = _split_loader(cfg, split_role)
-        trainer.test(module, dataloaders=loader)
-        frames, is_zero = module.test_frames, trainer.is_global_zero
-        restored = describe_tile(module.hparams.tile)
-    else:
-        raise ValueError(f"evaluate.py method must be checkpoint or one of {FLOOR_METHODS}, got {method!r}")
-    clips, mean = summarise_frames(frames)
-    n = len(frames)
-    rows = [*clips, {"clip": "mean (all frames)", "frames": n, **mean}]
-    if is_zero:
-        metrics = [m for m in FRAME_METRICS if m in mean]
-        out_csv = Path(cfg.out_csv)
-        _write_csv(out_csv, rows, ["clip", "frames", *metrics])
-        _write_csv(out_csv.with_name(out_csv.stem + "_frames.csv"), frames, ["clip", "frame", *metrics])
-        width = max(len(r["clip"]) for r in rows)
-        heads = {"psnr": "PSNR", "ssim": "SSIM", "psnr_input": "PSNR(input)", "psnr_spike_floor": "PSNR(floor)"}
-        print(f"\n{method if method != 'checkpoint' else cfg.ckpt_path} on the {split.describe()} split "
-              f"({restored})")
-        print(f"{'clip':<{width}}  frames  " + "  ".join(f"{heads[m]:>11}" for m in metrics))
-        for r in rows:
-            print(f"{r['clip']:<{width}}  {r['frames']:>6}  " + "  ".join(f"{r[m]:>11.4f}" if m == "ssim" else f"{r[m]:>11.2f}"
-                                                                      for m in metrics))
-        print(f"written: {out_csv}", flush=True)
-    return {"clips": clips, "mean": mean, "csv": str(cfg.out_csv), "split": split.describe()}
