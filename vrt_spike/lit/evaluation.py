@@ -1,8 +1,6 @@
 """Scoring a checkpoint, or a non-learned spike reading, on a whole split: `evaluate`, what `evaluate.py` does."""
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
-from vrt_spike.atomic import write_text_atomically
+from vrt_spike.tables import write_csv
 from vrt_spike.data.splits import Split
 from vrt_spike.data.writers import to_uint8, write_png
 from vrt_spike.lit.checkpoint_loading import load_for_inference
@@ -41,11 +39,8 @@ class SavePredictions(Callback):
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], keys: list[str], names: dict[str, str]) -> None:
     """``rows``' ``keys`` columns, then each metric ``m`` of ``names`` as the column ``names[m]``."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*keys, *names.values()])
-    writer.writeheader()
-    writer.writerows({**{k: r[k] for k in keys}, **{name: r[m] for m, name in names.items()}} for r in rows)
-    write_text_atomically(path, buf.getvalue())
+    write_csv(path, [*keys, *names.values()],
+              ({**{k: r[k] for k in keys}, **{name: r[m] for m, name in names.items()}} for r in rows))
 
 
 EVAL_SPLITS = ("val", "test")
