@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_support import compose_cfg
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -16,7 +15,7 @@ PRESETS = ["baseline", "opt", "fast", "tiny"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_and_builds(preset: str) -> None:
+def test_preset_composes_and_builds(compose_cfg, preset: str) -> None:
     cfg = compose_cfg("train", [f"model={preset}", "paths.output_dir=/tmp/unused"])
     check_config(cfg)
     net = build_net(cfg.model)
@@ -28,7 +27,7 @@ def test_preset_composes_and_builds(preset: str) -> None:
     assert sum(p.numel() for p in rgb_only.parameters()) == sum(p.numel() for p in rgb_only.vrt.parameters())
 
 
-def test_presets_set_precision_and_batch_over_trainer_and_data() -> None:
+def test_presets_set_precision_and_batch_over_trainer_and_data(compose_cfg) -> None:
     fast = compose_cfg("train", ["model=fast", "paths.output_dir=/tmp/unused"])
     assert fast.trainer.precision == "bf16-mixed" and fast.data.batch_size == 2
     assert list(fast.model.vrt.depths)[1:3] == [6, 6] and fast.model.spike_tsa.max_batch_tokens == 65536
@@ -36,7 +35,7 @@ def test_presets_set_precision_and_batch_over_trainer_and_data() -> None:
     assert list(opt.model.vrt.depths)[1] == 7 and opt.model.fusion.chunk_size == 80
 
 
-def test_tiny_forward_shape() -> None:
+def test_tiny_forward_shape(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
     net = build_net(cfg.model).eval()
     k = int(cfg.model.num_bins)
@@ -45,24 +44,24 @@ def test_tiny_forward_shape() -> None:
     assert out.shape == (1, 2, 3, 40, 40) and torch.isfinite(out).all()
 
 
-def test_unknown_preset_names_the_group() -> None:
+def test_unknown_preset_names_the_group(compose_cfg) -> None:
     with pytest.raises((MissingConfigException, HydraException), match="model"):
         compose_cfg("train", ["model=huge", "paths.output_dir=/tmp/unused"])
 
 
-def test_depths_of_wrong_length_fail_fast() -> None:
+def test_depths_of_wrong_length_fail_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=baseline", "model.vrt.depths=[8,8,8]", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match=r"model\.vrt\.depths has 3 entries but model\.vrt\.embed_dims has 11"):
         check_config(cfg)
 
 
-def test_window_larger_than_crop_fails_fast() -> None:
+def test_window_larger_than_crop_fails_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=baseline", "data.crop_size=32", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match=r"data\.crop_size=32 .*model\.vrt\.window_size=\[6, 8, 8\].*>= .* = 64"):
         check_config(cfg)
 
 
-def test_unknown_precision_and_optimizer_fail_fast() -> None:
+def test_unknown_precision_and_optimizer_fail_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=tiny", "trainer.precision=8-mixed", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match="trainer.precision"):
         check_config(cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from train_support import compose_cfg, tiny_overrides
+from train_support import tiny_overrides
 from torch.utils.data import DataLoader
 
 from vrt_spike.lit.module import DeblurModule, build_net
@@ -16,7 +16,7 @@ from vrt_spike.lit.training import train
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg():
+def tiny_cfg(compose_cfg):
     return compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
 
 
@@ -177,7 +177,7 @@ def test_backbone_frozen_for_the_whole_fit_computes_no_backbone_gradient(tiny_cf
 
 
 @pytest.mark.parametrize(("optim", "precision"), [("adamw", "32"), ("adamw8bit", "32"), ("adamw", "bf16-mixed")])
-def test_two_step_fit(synthetic_root: Path, tmp_path: Path, optim: str, precision: str) -> None:
+def test_two_step_fit(compose_cfg, synthetic_root: Path, tmp_path: Path, optim: str, precision: str) -> None:
     cfg = compose_cfg("train", [*tiny_overrides(synthetic_root), f"optim={optim}", f"trainer.precision={precision}",
                                 f"paths.output_dir={tmp_path}", "trainer.limit_val_batches=1"])
     summary = train(cfg)
