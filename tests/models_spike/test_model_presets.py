@@ -1,10 +1,12 @@
-"""conf/model presets compose with Hydra and build VRTWithSpike (tiny also runs a forward)."""
+"""conf/model presets compose with Hydra, pass the config checks and build VRTWithSpike and its RGB-only
+backbone (tiny also runs a forward)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vrt_spike.lit.config import check_config
 from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.lit.module import build_net as build_model
 from vrt_spike.models.vrt_with_spike import VRTWithSpike
@@ -18,7 +20,14 @@ OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.j
 
 def build_net(cfg: DictConfig) -> VRTWithSpike:
     assert set(TRAINING_KEYS) <= set(cfg.model)  # every preset states the training-side keys
-    return build_model(cfg.model)
+    check_config(cfg)
+    net = build_model(cfg.model)
+    assert net.use_spike and hasattr(net, "spike_encoder")
+    rgb_only = build_model({**cfg.model, "use_spike": False})
+    assert not hasattr(rgb_only, "spike_encoder")
+    # the RGB-only baseline is exactly the backbone's parameters
+    assert sum(p.numel() for p in rgb_only.parameters()) == sum(p.numel() for p in rgb_only.vrt.parameters())
+    return net
 
 
 def spike_cfg(cfg: DictConfig) -> tuple:

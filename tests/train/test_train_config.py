@@ -1,4 +1,4 @@
-"""Every preset composes and builds; bad values fail fast naming the key."""
+"""Bad values fail fast naming the key (every preset composes and builds: tests/models_spike/test_model_presets.py)."""
 from __future__ import annotations
 
 import pytest
@@ -9,39 +9,6 @@ from omegaconf import OmegaConf
 from vrt_spike.lit.config import (
     apply_overrides, check_config, checkpointing_overrides, checkpointing_summary, set_checkpointing,
 )
-from vrt_spike.lit.module import build_net
-
-PRESETS = ["baseline", "opt", "fast", "tiny"]
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_and_builds(compose_cfg, preset: str) -> None:
-    cfg = compose_cfg("train", [f"model={preset}", "paths.output_dir=/tmp/unused"])
-    check_config(cfg)
-    net = build_net(cfg.model)
-    assert net.use_spike and hasattr(net, "spike_encoder")
-    assert list(net.vrt.state_dict()) and sum(p.numel() for p in net.parameters()) > 0
-    rgb_only = build_net({**cfg.model, "use_spike": False})
-    assert not hasattr(rgb_only, "spike_encoder")
-    # the RGB-only baseline is exactly the backbone's parameters
-    assert sum(p.numel() for p in rgb_only.parameters()) == sum(p.numel() for p in rgb_only.vrt.parameters())
-
-
-def test_presets_set_precision_and_batch_over_trainer_and_data(compose_cfg) -> None:
-    fast = compose_cfg("train", ["model=fast", "paths.output_dir=/tmp/unused"])
-    assert fast.trainer.precision == "bf16-mixed" and fast.data.batch_size == 2
-    assert list(fast.model.vrt.depths)[1:3] == [6, 6] and fast.model.spike_tsa.max_batch_tokens == 65536
-    opt = compose_cfg("train", ["model=opt", "paths.output_dir=/tmp/unused"])
-    assert list(opt.model.vrt.depths)[1] == 7 and opt.model.fusion.chunk_size == 80
-
-
-def test_tiny_forward_shape(compose_cfg) -> None:
-    cfg = compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
-    net = build_net(cfg.model).eval()
-    k = int(cfg.model.num_bins)
-    with torch.no_grad():
-        out = net(torch.rand(1, 2, 3, 40, 40), torch.rand(1, 2, k, 40, 40))
-    assert out.shape == (1, 2, 3, 40, 40) and torch.isfinite(out).all()
 
 
 def test_unknown_preset_names_the_group(compose_cfg) -> None:
