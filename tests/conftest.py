@@ -17,6 +17,11 @@ from vrt_spike import PROJECT_ROOT
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# `make test` runs two pytest-xdist workers on two cores: each computes on one thread (two workers of
+# torch's default two threads would oversubscribe the cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
