@@ -224,4 +224,4 @@ def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(compose_cfg, synthetic_
     psnr = peak_signal_noise_ratio(out[0], sample["sharp"], data_range=1.0, reduction="none", dim=(1, 2, 3))
     frames = _read(tmp_path / "out" / "metrics_frames.csv")
     assert [f["clip"] for f in frames] == [sample["clip"]] * SYNTH["frames"]
-    assert [float(f["psnr"]) for f in frames] == pytest.approx(psnr.tolist(), abs=1e-4)
+    assert [float(f["test/psnr"]) for f in frames] == pytest.approx(psnr.tolist(), abs=1e-4)
