@@ -170,7 +170,7 @@ def test_a_spike_setting_that_disagrees_with_the_checkpoint_is_refused(compose_c
     for name in ("evaluate", "predict"):
         overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", "data.num_bins=32"]
         with pytest.raises(ValueError, match=r"data\.num_bins=32 is given on the command line, but the checkpoint "
-                                             rf".*last\.ckpt was trained with data\.num_bins=8"):
+                                             r".*last\.ckpt was trained with data\.num_bins=8"):
             load_for_inference(compose_cfg(name, overrides), overrides)
     for key, value in (("sharp_width", "0.25"), ("spike_upsample", "nearest"), ("representation", "tfp")):
         overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", f"data.{key}={value}"]

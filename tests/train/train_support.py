@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import pytest
 
 import vrt_spike
 
