@@ -23,8 +23,11 @@ data: install
 train: install data
 	$(PY) train.py experiment=demo
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py): on 2 cores the fast suite takes
+# about 2/3 of its serial time. worksteal rather than loadfile: the sweep and memory-plan files would
+# otherwise keep one worker busy while the other idles (a module fixture may then be built on both).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 test-all: install
 	$(PY) -m pytest -q -m ''

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from vrt_spike import PROJECT_ROOT
 from vrt_spike.bench.run import InferFigures, TrainFigures, failure, make_row, measure_training, print_report
 from vrt_spike.timing.clock import Spread
 from vrt_spike.bench.results import FIELDS
@@ -85,13 +83,11 @@ def test_bf16_row_has_no_cpu_peak() -> None:
     assert row["train_mfu"] is None and "n/a on cpu" in row["peak_source"]
 
 
-def test_bad_bench_keys_are_named(tmp_path) -> None:
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("bench", overrides=["bench.iters=0"])
+def test_bad_bench_keys_are_named(compose_cfg, tmp_path) -> None:
+    cfg = compose_cfg("bench", ["bench.iters=0"])
     with pytest.raises(ValueError, match="bench.iters must be >= 1"):
         measure_training(cfg, tmp_path)
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("bench", overrides=["trainer.precision=64x"])
+    cfg = compose_cfg("bench", ["trainer.precision=64x"])
     train, infer = _figures()
     with pytest.raises(ValueError, match="trainer.precision"):
         make_row(META, SHAPE, device=torch.device("cpu"), precision=str(cfg.trainer.precision), warmup=1,

@@ -10,9 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from vrt_spike import PROJECT_ROOT
 from vrt_spike.bench.run import measure_training
 from vrt_spike.lit.module import DeblurModule
 from vrt_spike.lit.optim import build_optimizer
@@ -43,12 +41,10 @@ class StepSpy(L.Callback):
         })
 
 
-def test_training_row_runs_the_lightning_modules_training_step(tmp_path: Path) -> None:
+def test_training_row_runs_the_lightning_modules_training_step(compose_cfg, tmp_path: Path) -> None:
     StepSpy.seen.clear()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("bench", overrides=[*TINY, "bench.warmup=2", "bench.iters=1", "bench.breakdown=false",
-                                          "memory.check=false",
-                                          f"+bench.callbacks.spy._target_={__name__}.StepSpy"])
+    cfg = compose_cfg("bench", [*TINY, "bench.warmup=2", "bench.iters=1", "bench.breakdown=false", "memory.check=false",
+                                f"+bench.callbacks.spy._target_={__name__}.StepSpy"])
     figures = measure_training(cfg, tmp_path / "fit")
 
     seen = StepSpy.seen
@@ -72,13 +68,11 @@ def test_training_row_runs_the_lightning_modules_training_step(tmp_path: Path) -
 
 
 @pytest.mark.cuda
-def test_cuda_training_row_uses_the_mixed_precision_plugin_and_allocator_peak(tmp_path: Path) -> None:
+def test_cuda_training_row_uses_the_mixed_precision_plugin_and_allocator_peak(compose_cfg, tmp_path: Path) -> None:
     StepSpy.seen.clear()
     overrides = [o for o in TINY if not o.startswith(("bench.device", "trainer.accelerator"))]
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("bench", overrides=[*overrides, "bench.device=cuda", "trainer.accelerator=gpu",
-                                          "trainer.precision=bf16-mixed", "bench.warmup=1", "bench.iters=2",
-                                          f"+bench.callbacks.spy._target_={__name__}.StepSpy"])
+    cfg = compose_cfg("bench", [*overrides, "bench.device=cuda", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
+                                "bench.warmup=1", "bench.iters=2", f"+bench.callbacks.spy._target_={__name__}.StepSpy"])
     figures = measure_training(cfg, tmp_path / "fit")
     assert len(StepSpy.seen) == 3 and {s["precision"] for s in StepSpy.seen} == {"MixedPrecision"}
     assert figures.mem_kind == "cuda_max_allocated" and figures.peak_bytes > 0

@@ -128,6 +128,7 @@ def test_a_bench_past_its_time_is_stopped_and_the_reason_names_the_log(tmp_path:
     assert problem == f"timeout: stopped after 2 s (log {tmp_path / 'bench.log'})"
 
 
+@pytest.mark.slow  # a GPU-box driver, not a mission path: a bench process started for a row (~6 s)
 def test_a_rung_runs_the_real_bench_which_writes_its_row(tmp_path: Path) -> None:
     """One rung through `python -m vrt_spike.bench`: the bench composes the rung's overrides and writes
     its row to the ladder's table itself, here the row of a configuration that fails before its

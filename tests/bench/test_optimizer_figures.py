@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import nn
 
 from vrt_spike import PROJECT_ROOT
-from vrt_spike.bench.run import optimizer_figures, shipped_optim_config
+from vrt_spike.bench.run import optimizer_figures
 from vrt_spike.bench.optimizer import (
     FIGURE_COLUMNS, describe_optimizer, figures_text, measure_optimizer, optimizer_state_bytes,
 )
@@ -83,10 +83,11 @@ def test_bad_arguments_name_the_problem() -> None:
 
 
 @pytest.mark.slow  # four optimizer steps of the tiny preset, 8-bit ones on a CPU: seconds each
-def test_bench_figures_of_the_shipped_groups_on_the_tiny_preset() -> None:
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        model_cfg = compose("bench", overrides=["model=tiny"]).model
-        optim_cfgs = {name: shipped_optim_config(name) for name in ("adamw", "adamw8bit")}
+def test_bench_figures_of_the_shipped_groups_on_the_tiny_preset(compose_cfg) -> None:
+    model_cfg = compose_cfg("bench", ["model=tiny"]).model
+    # what `shipped_optim_config` returns inside the CLI (test_cli_multirun_writes_one_table runs that path)
+    optim_cfgs = {name: OmegaConf.to_container(compose_cfg("bench", [f"optim={name}"]).optim, resolve=True)
+                  for name in ("adamw", "adamw8bit")}
     assert optim_cfgs["adamw8bit"]["name"] == "adamw8bit" and optim_cfgs["adamw8bit"]["lr"] == optim_cfgs["adamw"]["lr"]
     optim_cfgs["adamw8bit"]["paged"] = False
     rows = optimizer_figures(model_cfg, optim_cfgs, model="tiny", device=torch.device("cpu"), warmup=1, iters=1,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DistributedSampler
@@ -14,7 +13,6 @@ from torch.utils.data import DistributedSampler
 from vrt_spike.data.datamodule import SpikeDeblurDataModule
 from vrt_spike.data.synthesize import MANIFEST
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 KEYS = {"blur", "sharp", "spike", "clip", "frame_start", "timings"}
 
 
@@ -23,10 +21,9 @@ def _dm(root, **kwargs) -> SpikeDeblurDataModule:
     return SpikeDeblurDataModule(**args)
 
 
-def _data_config(name: str, data_dir: Path | str) -> DictConfig:
+def _data_config(compose_cfg, name: str, data_dir: Path | str) -> DictConfig:
     """``conf/data/<name>.yaml`` composed as the app composes it (with the base in its defaults list)."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(overrides=[f"+data={name}", f"+paths.data_dir={data_dir}"])
+    return compose_cfg(None, [f"+data={name}", f"+paths.data_dir={data_dir}"])
 
 
 def _check_batch(batch: dict, b: int, t: int, k: int, hw: tuple[int, int], cache: bool) -> None:
@@ -93,8 +90,8 @@ def test_missing_root_without_build_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["synthetic", "gopro_spike"])
-def test_config_instantiates_the_datamodule(name, tiny_root):
-    cfg = _data_config(name, "/data")
+def test_config_instantiates_the_datamodule(compose_cfg, name, tiny_root):
+    cfg = _data_config(compose_cfg, name, "/data")
     assert cfg.data.root.startswith("/data/")
     for key in ("root", "clip_len", "crop_size", "num_bins", "representation", "batch_size", "num_workers",
                 "pin_memory", "persistent_workers", "cache"):
@@ -104,8 +101,8 @@ def test_config_instantiates_the_datamodule(name, tiny_root):
     assert dm.hparams.representation == "voxel" and dm.batch_size == 2
 
 
-def test_synthetic_config_builds_on_first_use(tmp_path, tiny_cfg):
-    cfg = _data_config("synthetic", tmp_path)
+def test_synthetic_config_builds_on_first_use(compose_cfg, tmp_path, tiny_cfg):
+    cfg = _data_config(compose_cfg, "synthetic", tmp_path)
     cfg.data.synthetic = dataclasses.asdict(tiny_cfg)
     dm = instantiate(cfg.data, crop_size=16, num_bins=4, num_workers=0, cache=False)
     dm.prepare_data()

@@ -107,6 +107,7 @@ def test_config_validation_names_the_field():
         SynthConfig(frames=0)
 
 
+@pytest.mark.slow  # the full default build (~8 s); every fast test builds its data through the same synthesize()
 def test_default_config_layout_and_determinism(tmp_path):
     """The default dataset (what `make train` builds): sizes, splits and byte-identical rebuilds.
 

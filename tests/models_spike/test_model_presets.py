@@ -1,18 +1,16 @@
-"""conf/model presets compose with Hydra and build VRTWithSpike (tiny also runs a forward)."""
+"""conf/model presets compose with Hydra, pass the config checks and build VRTWithSpike and its RGB-only
+backbone (tiny also runs a forward)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from vrt_spike.lit.config import check_config
 from vrt_spike.lit.module import TRAINING_KEYS
 from vrt_spike.lit.module import build_net as build_model
 from vrt_spike.models.vrt_with_spike import VRTWithSpike
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.json, netG
     upscale=1, img_size=[6, 192, 192], window_size=[6, 8, 8], depths=[8] * 7 + [4] * 4, indep_reconsts=[9, 10],
     embed_dims=[96] * 7 + [120] * 4, num_heads=[6] * 11, pa_frames=2, deformable_groups=16,
@@ -20,17 +18,16 @@ OFFICIAL_GOPRO = dict(  # KAIR options/vrt/006_train_vrt_videodeblurring_gopro.j
     no_checkpoint_attn_blocks=[2, 3, 4], no_checkpoint_ffn_blocks=[1, 2, 3, 4, 5, 9], mul_attn_ratio=0.75, mlp_ratio=2.0)
 
 
-def compose_preset(name: str) -> DictConfig:
-    """The app's composition when conf/train.yaml exists, else data + model groups alone."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        if (CONF / "train.yaml").is_file():
-            return compose("train", overrides=[f"model={name}"])
-        return compose(overrides=["+data=synthetic", f"+model={name}"])
-
-
 def build_net(cfg: DictConfig) -> VRTWithSpike:
     assert set(TRAINING_KEYS) <= set(cfg.model)  # every preset states the training-side keys
-    return build_model(cfg.model)
+    check_config(cfg)
+    net = build_model(cfg.model)
+    assert net.use_spike and hasattr(net, "spike_encoder")
+    rgb_only = build_model({**cfg.model, "use_spike": False})
+    assert not hasattr(rgb_only, "spike_encoder")
+    # the RGB-only baseline is exactly the backbone's parameters
+    assert sum(p.numel() for p in rgb_only.parameters()) == sum(p.numel() for p in rgb_only.vrt.parameters())
+    return net
 
 
 def spike_cfg(cfg: DictConfig) -> tuple:
@@ -40,8 +37,8 @@ def spike_cfg(cfg: DictConfig) -> tuple:
 
 
 @pytest.mark.parametrize("name", ["baseline", "opt", "fast"])
-def test_full_size_presets_compose_and_build(name: str) -> None:
-    cfg = compose_preset(name)
+def test_full_size_presets_compose_and_build(compose_cfg, name: str) -> None:
+    cfg = compose_cfg("train", [f"model={name}"])
     vrt = cfg.model.vrt
     assert cfg.model.num_bins == cfg.data.num_bins
     assert cfg.model.pretrained is None and cfg.model.compile is False
@@ -70,8 +67,8 @@ def test_full_size_presets_compose_and_build(name: str) -> None:
         assert vrt_params < 18_320_007
 
 
-def test_tiny_preset_runs_a_forward() -> None:
-    cfg = compose_preset("tiny")
+def test_tiny_preset_runs_a_forward(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["model=tiny"])
     net = build_net(cfg)
     spynet = sum(p.numel() for p in net.vrt.spynet.parameters())
     others = sum(p.numel() for p in net.parameters()) - spynet

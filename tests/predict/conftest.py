@@ -9,13 +9,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from predict_support import SYNTH, compose_cfg  # noqa: E402
+from predict_support import SYNTH  # noqa: E402
 
 from vrt_spike.data.synthesize import SynthConfig, synthesize
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, compose_cfg) -> Path:
     """A randomly initialised ``model=tiny`` network saved as train.py saves it (state_dict + hyper_parameters)."""
     from vrt_spike.lit.module import DeblurModule
 

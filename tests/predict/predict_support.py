@@ -4,19 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from PIL import Image
 
-import vrt_spike
 from vrt_spike.data.spike_io import write_dat
 
 SYNTH = {"seed": 0, "train_clips": 0, "test_clips": 2, "frames": 3, "height": 40, "width": 40, "spike_steps": 4}
-
-
-def compose_cfg(config_name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(vrt_spike.PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name, overrides=overrides)
 
 
 def write_footage(folder: Path, stems: list[str], rgb_hw: tuple[int, int], spike_hw: tuple[int, int],

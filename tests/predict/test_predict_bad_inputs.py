@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_support import compose_cfg, write_footage
+from predict_support import write_footage
 
 from vrt_spike.data import layout
 from vrt_spike.data.footage import FootageError, folder_clip
@@ -91,7 +91,7 @@ def test_layout_root_without_clips(tmp_path: Path) -> None:
         input_clips({"root": str(root), "split": "test"})
 
 
-def test_checkpoint_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+def test_checkpoint_that_is_not_a_checkpoint(compose_cfg, tmp_path: Path) -> None:
     garbage = tmp_path / "notes.ckpt"
     garbage.write_text("garbage, not a checkpoint\n")
     cfg = compose_cfg("predict", [f"ckpt_path={garbage}", "model=tiny", f"paths.output_dir={tmp_path}"])
@@ -102,7 +102,7 @@ def test_checkpoint_that_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_for_inference(compose_cfg("predict", [f"ckpt_path={tmp_path / 'none.ckpt'}", f"paths.output_dir={tmp_path}"]))
 
 
-def test_checkpoint_without_its_runs_data_settings_reads_the_config(tiny_ckpt: Path, tmp_path: Path) -> None:
+def test_checkpoint_without_its_runs_data_settings_reads_the_config(compose_cfg, tiny_ckpt: Path, tmp_path: Path) -> None:
     """A checkpoint saved before runs' data settings were (no datamodule_hyper_parameters, like ``tiny_ckpt``):
     data.* is read as given, and a num_bins the network does not take is refused."""
     blur_dir, spike_dir = write_footage(tmp_path / "capture", ["a"], (40, 40), (20, 20))

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from predict_support import SYNTH, compose_cfg, read_png, write_footage
+from predict_support import SYNTH, read_png, write_footage
 
 from vrt_spike.lit.checkpoint_loading import load_for_inference
 from vrt_spike.lit.evaluation import evaluate
@@ -24,7 +24,7 @@ def _decode(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def test_gt_free_prediction_equals_evaluate(tiny_ckpt: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_gt_free_prediction_equals_evaluate(compose_cfg, tiny_ckpt: Path, synthetic_root: Path, tmp_path: Path) -> None:
     gt_free = tmp_path / "no_gt"
     shutil.copytree(synthetic_root, gt_free)
     shutil.rmtree(gt_free / "GOPRO_Large" / "test_GT")
@@ -64,7 +64,7 @@ def test_gt_free_prediction_equals_evaluate(tiny_ckpt: Path, synthetic_root: Pat
 
 @pytest.mark.parametrize(("rgb_hw", "stems"), [((25, 40), ["f0", "f1"]), ((50, 80), ["only"])],
                          ids=["same-size", "rgb-2x-single-frame"])
-def test_odd_sizes_are_padded_and_cropped_back(tiny_ckpt: Path, tmp_path: Path, rgb_hw: tuple[int, int],
+def test_odd_sizes_are_padded_and_cropped_back(compose_cfg, tiny_ckpt: Path, tmp_path: Path, rgb_hw: tuple[int, int],
                                                stems: list[str]) -> None:
     spike_hw = (25, 40)  # not a multiple of the network's 8, smaller than its 40-px minimum
     blur_dir, spike_dir = write_footage(tmp_path / "capture", stems, rgb_hw, spike_hw)
@@ -94,7 +94,7 @@ def test_odd_sizes_are_padded_and_cropped_back(tiny_ckpt: Path, tmp_path: Path, 
     assert np.abs(floor.mean(-1) - expected).mean() < 12  # H.264 of random spikes: close, not exact
 
 
-def test_official_vrt_release_restores_rgb_only(tmp_path: Path) -> None:
+def test_official_vrt_release_restores_rgb_only(compose_cfg, tmp_path: Path) -> None:
     from vrt_spike.lit.module import build_net
 
     model = compose_cfg("predict", ["ckpt_path=unused", "model=tiny", "paths.output_dir=/tmp/unused"]).model

@@ -178,6 +178,7 @@ def test_bad_arguments_and_module():
         cb.on_fit_start(None, pl.LightningModule())
 
 
+@pytest.mark.slow  # torch.compile is no mission path; tracing the toy network costs ~5 s
 def test_compiled_network_gets_whole_step_regions_and_no_hook(tmp_path, toy_net_cls, make_batch, hooks_of):
     """Under model.compile no timer hook sits inside the compiled graph: forward, backward,
     optimizer_step and data are timed from outside, and the table names what it cannot see."""

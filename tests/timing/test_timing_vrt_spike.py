@@ -2,28 +2,23 @@
 spikes, and the nesting invariant holds on the real network."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from vrt_spike.lit.module import build_net
 from vrt_spike.timing.timer import StageTimer
 
-ROOT = Path(__file__).resolve().parents[2]
 K, T, HW = 4, 2, 40  # VRT's smallest input for the tiny window
 
 
-def tiny_model_cfg(use_spike: bool, checkpoint: bool, extra: tuple[str, ...] = ()) -> DictConfig:
+def tiny_model_cfg(compose_cfg, use_spike: bool, checkpoint: bool, extra: tuple[str, ...] = ()) -> DictConfig:
     """The real `model=tiny` preset, composed by Hydra like the training app does."""
     ckpt = str(checkpoint).lower()
     overrides = ["+model=tiny", f"+data.num_bins={K}", "+data.sharp_instant=0.5625", "+data.sharp_width=0.125", f"model.use_spike={use_spike}", *extra,
                  f"model.vrt.use_checkpoint_attn={ckpt}", f"model.vrt.use_checkpoint_ffn={ckpt}",
                  f"model.spike_tsa.use_checkpoint={ckpt}", f"model.fusion.use_checkpoint={ckpt}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(overrides=overrides).model
+    return compose_cfg(None, overrides).model
 
 
 def contract_regions(use_spike: bool) -> set[str]:
@@ -38,8 +33,8 @@ def contract_regions(use_spike: bool) -> set[str]:
 
 @pytest.mark.parametrize(("use_spike", "checkpoint"), [(True, True), (False, False)],
                          ids=["spike-checkpointed", "rgb-only"])
-def test_every_region_present_for_vrt_with_spike(use_spike, checkpoint):
-    net = build_net(tiny_model_cfg(use_spike, checkpoint))
+def test_every_region_present_for_vrt_with_spike(compose_cfg, use_spike, checkpoint):
+    net = build_net(tiny_model_cfg(compose_cfg, use_spike, checkpoint))
     timer = StageTimer("cpu")
     timer.attach(net)
     opt = torch.optim.SGD(net.parameters(), lr=1e-4)
@@ -73,10 +68,10 @@ def test_every_region_present_for_vrt_with_spike(use_spike, checkpoint):
     timer.detach()
 
 
-def test_regions_follow_the_fused_stages_like_model_fast():
+def test_regions_follow_the_fused_stages_like_model_fast(compose_cfg):
     """`model=fast` skips stage-1 fusion: spike_tsa and fusion exist only for stages 2-4 (the
     encoder still computes scale 1 on the way down); timing reports exactly those."""
-    net = build_net(tiny_model_cfg(True, False, ("model.fuse_stages=[2,3,4]",)))
+    net = build_net(tiny_model_cfg(compose_cfg, True, False, ("model.fuse_stages=[2,3,4]",)))
     timer = StageTimer("cpu")
     timer.attach(net)
     net(torch.rand(1, T, 3, HW, HW), torch.rand(1, T, K, HW, HW)).mean().backward()

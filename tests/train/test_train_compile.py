@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import compose_cfg, tiny_overrides
+from train_support import tiny_overrides
 
 from vrt_spike.lit.module import DeblurModule
 from vrt_spike.lit.training import train
@@ -18,7 +18,7 @@ from vrt_spike.timing.callback import is_compiled
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg():
+def tiny_cfg(compose_cfg):
     return compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
 
 
@@ -81,7 +81,7 @@ def test_compiled_training_step_equals_eager(tiny_cfg) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_fit_with_validation_and_timing(synthetic_root: Path, tmp_path: Path, caplog) -> None:
+def test_compiled_fit_with_validation_and_timing(compose_cfg, synthetic_root: Path, tmp_path: Path, caplog) -> None:
     """train.py with model.compile=true, a validation and the timing callback: few recompiles, no
     host sync per step, whole-step timing regions, and a checkpoint an eager module loads."""
     steps = 6

@@ -1,68 +1,34 @@
-"""Every preset composes and builds; bad values fail fast naming the key."""
+"""Bad values fail fast naming the key (every preset composes and builds: tests/models_spike/test_model_presets.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from train_support import compose_cfg
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
 from vrt_spike.lit.config import (
     apply_overrides, check_config, checkpointing_overrides, checkpointing_summary, set_checkpointing,
 )
-from vrt_spike.lit.module import build_net
-
-PRESETS = ["baseline", "opt", "fast", "tiny"]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_and_builds(preset: str) -> None:
-    cfg = compose_cfg("train", [f"model={preset}", "paths.output_dir=/tmp/unused"])
-    check_config(cfg)
-    net = build_net(cfg.model)
-    assert net.use_spike and hasattr(net, "spike_encoder")
-    assert list(net.vrt.state_dict()) and sum(p.numel() for p in net.parameters()) > 0
-    rgb_only = build_net({**cfg.model, "use_spike": False})
-    assert not hasattr(rgb_only, "spike_encoder")
-    # the RGB-only baseline is exactly the backbone's parameters
-    assert sum(p.numel() for p in rgb_only.parameters()) == sum(p.numel() for p in rgb_only.vrt.parameters())
-
-
-def test_presets_set_precision_and_batch_over_trainer_and_data() -> None:
-    fast = compose_cfg("train", ["model=fast", "paths.output_dir=/tmp/unused"])
-    assert fast.trainer.precision == "bf16-mixed" and fast.data.batch_size == 2
-    assert list(fast.model.vrt.depths)[1:3] == [6, 6] and fast.model.spike_tsa.max_batch_tokens == 65536
-    opt = compose_cfg("train", ["model=opt", "paths.output_dir=/tmp/unused"])
-    assert list(opt.model.vrt.depths)[1] == 7 and opt.model.fusion.chunk_size == 80
-
-
-def test_tiny_forward_shape() -> None:
-    cfg = compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"])
-    net = build_net(cfg.model).eval()
-    k = int(cfg.model.num_bins)
-    with torch.no_grad():
-        out = net(torch.rand(1, 2, 3, 40, 40), torch.rand(1, 2, k, 40, 40))
-    assert out.shape == (1, 2, 3, 40, 40) and torch.isfinite(out).all()
-
-
-def test_unknown_preset_names_the_group() -> None:
+def test_unknown_preset_names_the_group(compose_cfg) -> None:
     with pytest.raises((MissingConfigException, HydraException), match="model"):
         compose_cfg("train", ["model=huge", "paths.output_dir=/tmp/unused"])
 
 
-def test_depths_of_wrong_length_fail_fast() -> None:
+def test_depths_of_wrong_length_fail_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=baseline", "model.vrt.depths=[8,8,8]", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match=r"model\.vrt\.depths has 3 entries but model\.vrt\.embed_dims has 11"):
         check_config(cfg)
 
 
-def test_window_larger_than_crop_fails_fast() -> None:
+def test_window_larger_than_crop_fails_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=baseline", "data.crop_size=32", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match=r"data\.crop_size=32 .*model\.vrt\.window_size=\[6, 8, 8\].*>= .* = 64"):
         check_config(cfg)
 
 
-def test_unknown_precision_and_optimizer_fail_fast() -> None:
+def test_unknown_precision_and_optimizer_fail_fast(compose_cfg) -> None:
     cfg = compose_cfg("train", ["model=tiny", "trainer.precision=8-mixed", "paths.output_dir=/tmp/unused"])
     with pytest.raises(ValueError, match="trainer.precision"):
         check_config(cfg)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
+from train_support import SYNTH, run_script, tiny_overrides
 
 from vrt_spike.lit.checkpoint_loading import CHECKPOINT_DATA_KEYS, TILE_FROM_CHECKPOINT, load_for_inference
 from vrt_spike.lit.evaluation import evaluate
@@ -31,7 +31,7 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def selected(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def selected(compose_cfg, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """4 steps with data.num_bins=8, validated at steps 2 and 4 (both checkpoints kept), then test=true."""
     run_dir = tmp_path_factory.mktemp("selected")
     cfg = compose_cfg("train", [*tiny_overrides(synthetic_root, steps=4), f"paths.output_dir={run_dir}",
@@ -45,7 +45,7 @@ def trained(selected: dict) -> Path:
     return Path(selected["run_dir"]) / "checkpoints" / "last.ckpt"
 
 
-def test_evaluate_and_predict_restore_with_the_window_the_checkpoint_carries(trained: Path) -> None:
+def test_evaluate_and_predict_restore_with_the_window_the_checkpoint_carries(compose_cfg, trained: Path) -> None:
     shipped = compose_cfg("train", ["paths.output_dir=/tmp/unused"]).module.tile
     saved = torch.load(trained, map_location="cpu", weights_only=False)["hyper_parameters"]["tile"]
     assert saved == OmegaConf.to_container(shipped) and saved["tile"][0] >= 2  # train.yaml's window, in the checkpoint
@@ -63,7 +63,7 @@ def _eval_overrides(root: Path, out: Path) -> list[str]:
             "trainer.enable_progress_bar=false", "trainer.precision=32"]
 
 
-def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_lightning_checkpoint(compose_cfg, trained: Path, synthetic_root: Path, tmp_path: Path, capsys) -> None:
     cfg = compose_cfg("evaluate", [*_eval_overrides(synthetic_root, tmp_path), f"ckpt_path={trained}", "save_images=true"])
     result = evaluate(cfg)
     rows = _read(tmp_path / "metrics.csv")
@@ -84,7 +84,7 @@ def test_evaluate_lightning_checkpoint(trained: Path, synthetic_root: Path, tmp_
     assert "mean (all frames)" in out and "test/psnr_spike_floor" in out
 
 
-def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_root: Path, tmp_path: Path,
+def test_val_figure_equals_evaluate_on_the_val_split(compose_cfg, selected: dict, synthetic_root: Path, tmp_path: Path,
                                                      capsys) -> None:
     """One restoration for every score: each checkpoint's val/psnr (logged in training, restored as its
     module.tile says) is what `evaluate.py split=val` gives on the same checkpoint, within 0.01 dB; and
@@ -114,7 +114,7 @@ def test_val_figure_equals_evaluate_on_the_val_split(selected: dict, synthetic_r
     assert selected["best_ckpt"] == max(scores, key=lambda p: float(scores[p]))
 
 
-def test_test_true_scores_the_val_selected_checkpoint_on_the_test_split(selected: dict, synthetic_root: Path,
+def test_test_true_scores_the_val_selected_checkpoint_on_the_test_split(compose_cfg, selected: dict, synthetic_root: Path,
                                                                        tmp_path: Path) -> None:
     assert selected["val_split"] == "val" and selected["test_split"] == "test"
     assert Path(selected["best_ckpt"]).name.startswith("best-")
@@ -132,7 +132,7 @@ def _pngs(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder).with_suffix("")): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
 
 
-def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(trained: Path, synthetic_root: Path, tmp_path: Path,
+def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(compose_cfg, trained: Path, synthetic_root: Path, tmp_path: Path,
                                                                   caplog) -> None:
     """A checkpoint trained with data.num_bins=8 restores the same frames whether data.num_bins=8 is given
     or not (conf/data says 32); evaluate and predict (on a GT-free copy) agree."""
@@ -166,11 +166,11 @@ def test_evaluate_and_predict_read_spikes_as_the_checkpoints_run(trained: Path, 
             np.testing.assert_array_equal(got[key], reference[key], err_msg=f"{name} {key}")
 
 
-def test_a_spike_setting_that_disagrees_with_the_checkpoint_is_refused(trained: Path, tmp_path: Path) -> None:
+def test_a_spike_setting_that_disagrees_with_the_checkpoint_is_refused(compose_cfg, trained: Path, tmp_path: Path) -> None:
     for name in ("evaluate", "predict"):
         overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", "data.num_bins=32"]
         with pytest.raises(ValueError, match=r"data\.num_bins=32 is given on the command line, but the checkpoint "
-                                             rf".*last\.ckpt was trained with data\.num_bins=8"):
+                                             r".*last\.ckpt was trained with data\.num_bins=8"):
             load_for_inference(compose_cfg(name, overrides), overrides)
     for key, value in (("sharp_width", "0.25"), ("spike_upsample", "nearest"), ("representation", "tfp")):
         overrides = [f"ckpt_path={trained}", f"paths.output_dir={tmp_path}", f"data.{key}={value}"]
@@ -188,7 +188,7 @@ def test_a_spike_setting_that_disagrees_with_the_checkpoint_is_refused(trained: 
     assert proc.returncode != 0 and "data.num_bins=32 is given on the command line" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_test_true_needs_a_checkpoint_selected_on_val(synthetic_root: Path, tmp_path: Path) -> None:
+def test_test_true_needs_a_checkpoint_selected_on_val(compose_cfg, synthetic_root: Path, tmp_path: Path) -> None:
     base = [*tiny_overrides(synthetic_root), f"paths.output_dir={tmp_path}", "test=true"]
     with pytest.raises(ValueError, match="test=true scores the checkpoint selected on val/psnr"):
         train(compose_cfg("train", [*base, "~callbacks.checkpoint_best"]))
@@ -199,7 +199,7 @@ def test_test_true_needs_a_checkpoint_selected_on_val(synthetic_root: Path, tmp_
 
 
 @pytest.mark.slow  # ~8 tiled forwards: over the fast budget on 2 shared cores
-def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(synthetic_root: Path, tmp_path: Path) -> None:
+def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(compose_cfg, synthetic_root: Path, tmp_path: Path) -> None:
     from vrt_spike.lit.module import build_net
 
     model_cfg = compose_cfg("train", ["model=tiny", "paths.output_dir=/tmp/unused"]).model
@@ -224,4 +224,4 @@ def test_evaluate_official_vrt_checkpoint_rgb_only_tiled(synthetic_root: Path, t
     psnr = peak_signal_noise_ratio(out[0], sample["sharp"], data_range=1.0, reduction="none", dim=(1, 2, 3))
     frames = _read(tmp_path / "out" / "metrics_frames.csv")
     assert [f["clip"] for f in frames] == [sample["clip"]] * SYNTH["frames"]
-    assert [float(f["psnr"]) for f in frames] == pytest.approx(psnr.tolist(), abs=1e-4)
+    assert [float(f["test/psnr"]) for f in frames] == pytest.approx(psnr.tolist(), abs=1e-4)

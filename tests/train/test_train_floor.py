@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from train_support import SYNTH, compose_cfg, run_script, tiny_overrides
+from train_support import SYNTH, run_script, tiny_overrides
 
 from vrt_spike.data import layout
 from vrt_spike.data.footage import ClipDataset, FloorReading, SpikeReading
@@ -26,7 +26,7 @@ def _floor_overrides(root: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("method", ["sdm", "tfp"])
-def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_root: Path, tmp_path: Path, method: str,
+def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(compose_cfg, synthetic_root: Path, tmp_path: Path, method: str,
                                                                     capsys) -> None:
     cfg = compose_cfg("evaluate", [*_floor_overrides(synthetic_root, tmp_path), f"method={method}"])
     result = evaluate(cfg)
@@ -46,7 +46,7 @@ def test_evaluate_scores_the_spike_floor_per_clip_like_a_checkpoint(synthetic_ro
     assert method in capsys.readouterr().out
 
 
-def test_evaluate_needs_a_checkpoint_or_a_floor_method(synthetic_root: Path, tmp_path: Path) -> None:
+def test_evaluate_needs_a_checkpoint_or_a_floor_method(compose_cfg, synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="method=checkpoint needs ckpt_path"):
         evaluate(compose_cfg("evaluate", _floor_overrides(synthetic_root, tmp_path)))
     with pytest.raises(ValueError, match="method must be checkpoint or one of"):

@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 import vrt_spike
 
@@ -29,11 +26,6 @@ def tiny_overrides(root: Path, steps: int = 2) -> list[str]:
         "scheduler.warmup_steps=1", "callbacks.timing.interval=1", "callbacks.timing.console=off", "callbacks.timing.warmup=0",
         f"callbacks.checkpoint_last.every_n_train_steps={steps}",
     ]
-
-
-def compose_cfg(config_name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name, overrides=overrides)
 
 
 def run_script(script: str, args: list[str], cwd: Path, timeout: float = 200) -> subprocess.CompletedProcess:
