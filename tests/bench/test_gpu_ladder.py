@@ -158,22 +158,19 @@ def test_full_smoke_ladder_through_the_cli(tmp_path: Path) -> None:
     for r in rows:
         assert r["status"] == "ok", (r["label"], r["status"])
         blanks = {k for k, v in r.items() if v == ""}
-        # a compiled network on a CPU is not profiled (torch 2.14.1's profiler crashes there: bench.run)
-        unprofiled = {"ops_per_step", "kernels_per_step"} if r["compile"] == "True" else set()
-        assert blanks <= {"sweep_id", "overrides"} | {k for k in FIELDS if k.startswith("infer_")} | unprofiled, blanks
+        assert blanks <= {"sweep_id", "overrides"} | {k for k in FIELDS if k.startswith("infer_")}, blanks
         step_ms = float(r["train_step_ms_median"])
         assert float(r["train_samples_per_s"]) == pytest.approx(int(r["batch_size"]) / (step_ms / 1e3), rel=1e-5)
         assert float(r["train_mfu"]) == pytest.approx(float(r["train_flops_per_step"]) / (step_ms / 1e3) / 1e12, rel=1e-5)
         assert r["mem_kind"] == "cpu_tensors_rss_rise" and float(r["train_planned_mem_mib"]) > 0
-        assert int(r["iters"]) == 2
-        if not unprofiled:
-            assert int(r["kernels_per_step"]) >= int(r["ops_per_step"]) > 0
+        assert int(r["kernels_per_step"]) >= int(r["ops_per_step"]) > 0 and int(r["iters"]) == 2
     by_rung = {r["label"]: r for r in rows}
     assert by_rung["+bf16"]["compute_dtype"] == "bf16" and by_rung["baseline"]["optimizer"] == "AdamW"
     assert by_rung["+fused-adamw"]["optimizer"] == "AdamW (fused)" and by_rung["+adamw8bit"]["optimizer"] == "AdamW8bit"
     assert int(by_rung["+batch"]["train_flops_per_step"]) == 2 * int(by_rung["+bf16"]["train_flops_per_step"])
     assert by_rung["-checkpointing"]["checkpointing"] == "off" and by_rung["+compile"]["compile"] == "True"
-    assert by_rung["+compile"]["kernels_per_step"] == by_rung["+reduce-overhead"]["ops_per_step"] == ""
+    # compile fuses: fewer kernels per step than eager
+    assert int(by_rung["+compile"]["kernels_per_step"]) < int(by_rung["-checkpointing"]["kernels_per_step"])
     optimizers = read_csv(out.with_name("ladder_optimizers.csv"))
     assert [(r["model"], r["optim"]) for r in optimizers] == [("tiny", "adamw"), ("tiny", "adamw8bit")]
     assert out.with_suffix(".md").read_text() in proc.stdout

@@ -130,7 +130,7 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
     and the shipped TimingCallback run as in training.
 
     `bench.warmup` untimed steps (at least 1: the first one counts the FLOPs; with 2 or more the
-    last one counts operators and kernels, except for a compiled network on a CPU), then `bench.iters` timed ones; `bench.breakdown`: the
+    last one counts operators and kernels), then `bench.iters` timed ones; `bench.breakdown`: the
     TimingCallback's per-region breakdown (else it times the step alone); `bench.callbacks` (name
     -> callback config) join the fit. `model`: the resolved `model.*` to run (`bench.checkpointing`
     applied); the fit writes under `run_dir`.
@@ -146,12 +146,8 @@ def measure_training(cfg: DictConfig, run_dir: Path, model: Mapping[str, Any] | 
     if int(b.warmup) < 0:
         raise ValueError(f"bench.warmup must be >= 0, got {b.warmup!r}")
     extra = OmegaConf.to_container(b.callbacks, resolve=True) if b.get("callbacks") else {}
-    # torch 2.14.1's profiler kills the process (SIGSEGV at its stop) over a step of an inductor-compiled
-    # graph on a CPU (the CPU ladder's compile rungs, every time): a compiled network on a CPU is not profiled.
-    compiled_on_cpu = bool((model or cfg.model).get("compile", False)) and cfg.trainer.accelerator == "cpu"
     fit = fixed_batch_config(cfg, run_dir=run_dir, warmup=warmup, steps=iters, breakdown=bool(b.breakdown),
-                             count_flops=True, count_ops=warmup >= 2 and not compiled_on_cpu, model=model,
-                             callbacks=extra)
+                             count_flops=True, count_ops=warmup >= 2, model=model, callbacks=extra)
     train(fit)
     probe, stages = read_probe(run_dir), read_summary(run_dir)
     step = next(s for s in stages if s.region == "step")

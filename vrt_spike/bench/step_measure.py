@@ -118,8 +118,7 @@ class StepProbe(L.Callback):
             timed step): ``ops_per_step``, the aten operators called from outside another aten
             operator (forward, backward, optimizer: each a dispatch from the host), and
             ``kernels_per_step``, the CUDA kernels that step ran (on a CPU: those operators plus the
-            kernels inductor generated; the bench does not profile a compiled network on a CPU, where
-            torch 2.14.1's profiler crashes: `vrt_spike.bench.run.measure_training`). A host-bound step shows
+            kernels inductor generated, each run once per compiled step). A host-bound step shows
             here: thousands of small launches that compile fuses. Needs a warm-up step of its own.
     """
 
